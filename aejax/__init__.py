@@ -1,0 +1,1 @@
+"""aejax: autoencoders for collaborative filtering in JAX and Flax NNX."""

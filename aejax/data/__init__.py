@@ -1,0 +1,1 @@
+"""MovieLens data: sources, parsers, splits and sparse rows."""

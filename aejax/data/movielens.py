@@ -1,0 +1,447 @@
+"""MovieLens files: parsing, official and random splits, id remapping.
+
+ML-100k ``u.data`` and its split files are tab separated
+(``user item rating timestamp``); ML-1M ``ratings.dat`` uses ``::``. Every
+line is kept (there is no header to skip), ratings stay float32 so that
+fractional ratings survive, and any malformed line raises ``DataError`` with
+the file, the line number and the problem.
+
+The official ML-100k splits are rebuilt from ``u.data`` exactly as
+GroupLens's ``mku.sh`` and ``allbut.pl`` made them; tests compare the
+rebuilt files with the published SHA-256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+
+import numpy as np
+
+from aejax.data import sources
+from aejax.data.ratings import Ratings
+
+OFFICIAL_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+RATING_RANGE = (0.5, 5.0)
+_MAX_ID = 2**31 - 1
+
+
+class DataError(ValueError):
+  """A data file that cannot be read, with where and why.
+
+  Attributes:
+    path: the file.
+    line: 1-based line number, or 0 when the problem is the whole file.
+    reason: what is wrong.
+  """
+
+  def __init__(self, path: os.PathLike | str, line: int, reason: str):
+    self.path = str(path)
+    self.line = line
+    self.reason = reason
+    where = f"{self.path}:{line}" if line else self.path
+    super().__init__(f"{where}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRatings:
+  """Ratings as read from a file, ids not yet remapped, in file order."""
+
+  user_ids: np.ndarray  # int64
+  item_ids: np.ndarray  # int64
+  values: np.ndarray  # float32
+  timestamps: np.ndarray  # int64
+
+  def __len__(self) -> int:
+    return len(self.values)
+
+  def take(self, index: np.ndarray) -> RawRatings:
+    return RawRatings(
+      self.user_ids[index],
+      self.item_ids[index],
+      self.values[index],
+      self.timestamps[index],
+    )
+
+
+def parse_ratings(
+  path: os.PathLike | str,
+  separator: str = "\t",
+  rating_range: tuple[float, float] = RATING_RANGE,
+  encoding: str = "ascii",
+) -> RawRatings:
+  """Parses a ``user<sep>item<sep>rating<sep>timestamp`` file.
+
+  Args:
+    path: the file.
+    separator: ``"\\t"`` for ML-100k, ``"::"`` for ML-1M.
+    rating_range: inclusive bounds a rating must lie in.
+    encoding: the text encoding of the file.
+
+  Returns:
+    The ratings in file order; no line is skipped.
+
+  Raises:
+    DataError: naming the file, the line and the problem, for an unreadable
+      file, an empty file, a line without exactly four fields, a field that
+      is not a number, an id outside ``[1, 2**31 - 1]``, a rating that is
+      not finite or lies outside ``rating_range``, a negative timestamp, or
+      a second rating of the same user and item.
+  """
+  path = pathlib.Path(path)
+  try:
+    data = path.read_bytes()
+  except OSError as error:
+    raise DataError(path, 0, f"cannot read: {error.strerror}") from None
+  lines = data.splitlines()
+  if not lines:
+    raise DataError(path, 1, "the file holds no ratings")
+
+  low, high = rating_range
+  n = len(lines)
+  users = np.empty(n, np.int64)
+  items = np.empty(n, np.int64)
+  values = np.empty(n, np.float32)
+  stamps = np.empty(n, np.int64)
+  for index, raw in enumerate(lines):
+    number = index + 1
+    try:
+      line = raw.decode(encoding)
+    except UnicodeDecodeError:
+      raise DataError(path, number, f"not {encoding} text") from None
+    fields = line.split(separator)
+    if len(fields) != 4:
+      if len(fields) == 1 and not line.strip():
+        raise DataError(path, number, "empty line")
+      raise DataError(
+        path,
+        number,
+        f"expected 4 fields separated by {separator!r}, found "
+        f"{len(fields)}: {line[:60]!r}",
+      )
+    user = _parse_id(fields[0], "user id", path, number)
+    item = _parse_id(fields[1], "item id", path, number)
+    rating = _parse_rating(fields[2], path, number)
+    if not low <= rating <= high:
+      raise DataError(
+        path, number, f"rating {fields[2]!r} outside [{low:g}, {high:g}]"
+      )
+    stamp = _parse_int(fields[3], "timestamp", path, number)
+    if stamp < 0 or stamp > 2**62:
+      raise DataError(path, number, f"timestamp {fields[3]!r} out of range")
+    users[index], items[index] = user, item
+    values[index], stamps[index] = rating, stamp
+
+  _check_unique(path, users, items)
+  return RawRatings(users, items, values, stamps)
+
+
+def _parse_int(field: str, what: str, path, number: int) -> int:
+  text = field.strip()
+  if not text or not (text.isascii() and text.lstrip("+-").isdigit()):
+    raise DataError(path, number, f"{what} {field!r} is not an integer")
+  return int(text)
+
+
+def _parse_id(field: str, what: str, path, number: int) -> int:
+  value = _parse_int(field, what, path, number)
+  if not 1 <= value <= _MAX_ID:
+    raise DataError(path, number, f"{what} {field!r} outside [1, {_MAX_ID}]")
+  return value
+
+
+def _parse_rating(field: str, path, number: int) -> float:
+  try:
+    value = float(field)
+  except ValueError:
+    raise DataError(path, number, f"rating {field!r} is not a number") from None
+  if not math.isfinite(value):
+    raise DataError(path, number, f"rating {field!r} is not finite")
+  return value
+
+
+def _check_unique(path, users: np.ndarray, items: np.ndarray) -> None:
+  order = np.lexsort((items, users))
+  same = (np.diff(users[order]) == 0) & (np.diff(items[order]) == 0)
+  if same.any():
+    at = np.flatnonzero(same)[0]
+    first, second = sorted((int(order[at]), int(order[at + 1])))
+    raise DataError(
+      path,
+      second + 1,
+      f"second rating of user {users[first]} for item {items[first]} "
+      f"(first on line {first + 1})",
+    )
+
+
+def sort_by_user_item(raw: RawRatings) -> RawRatings:
+  """Orders ratings by user, then item, as the official split files are."""
+  return raw.take(np.lexsort((raw.item_ids, raw.user_ids)))
+
+
+def official_split(raw: RawRatings, name: str) -> tuple[RawRatings, RawRatings]:
+  """Rebuilds an official ML-100k split from ``u.data`` in file order.
+
+  ``uN`` (N = 1..5): the test file holds lines ``20000 (N-1) + 1`` to
+  ``20000 N``; the base file holds the rest. ``ua`` / ``ub``: reading the
+  file in order, each user's 1st to 10th ratings (``ua``) or 11th to 20th
+  (``ub``) form the test file. Both files are then sorted by user and item.
+
+  Args:
+    raw: all of ``u.data``, in its original line order.
+    name: one of ``u1`` .. ``u5``, ``ua``, ``ub``.
+
+  Returns:
+    ``(base, test)``.
+  """
+  n = len(raw)
+  if name in ("u1", "u2", "u3", "u4", "u5"):
+    if n != 100_000:
+      raise ValueError(
+        f"split {name} needs the 100,000 lines of u.data, not {n}"
+      )
+    fold = int(name[1])
+    test = np.zeros(n, bool)
+    test[20_000 * (fold - 1) : 20_000 * fold] = True
+  elif name in ("ua", "ub"):
+    offset = 0 if name == "ua" else 10
+    # The rank of each rating among its user's ratings, in file order.
+    order = np.argsort(raw.user_ids, kind="stable")
+    sorted_users = raw.user_ids[order]
+    starts = np.searchsorted(sorted_users, sorted_users, side="left")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - starts
+    test = (rank >= offset) & (rank < offset + 10)
+  else:
+    raise ValueError(
+      f"unknown official split {name!r}; known: {', '.join(OFFICIAL_SPLITS)}"
+    )
+  base = sort_by_user_item(raw.take(~test))
+  held = sort_by_user_item(raw.take(test))
+  return base, held
+
+
+def random_split(
+  raw: RawRatings, test_fraction: float, seed: int
+) -> tuple[RawRatings, RawRatings]:
+  """A seeded random split of ratings: ``(train, test)``.
+
+  Each rating goes to test independently of the others through a seeded
+  permutation, so exactly ``round(test_fraction * n)`` ratings are held out.
+  """
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"test fraction must lie in (0, 1), not {test_fraction}")
+  n = len(raw)
+  order = np.random.default_rng(seed).permutation(n)
+  n_test = round(test_fraction * n)
+  test = np.zeros(n, bool)
+  test[order[:n_test]] = True
+  return raw.take(~test), raw.take(test)
+
+
+def format_lines(raw: RawRatings) -> bytes:
+  """Writes ratings back as ML-100k text (tab separated, LF line ends)."""
+  out = []
+  for user, item, value, stamp in zip(
+    raw.user_ids, raw.item_ids, raw.values, raw.timestamps, strict=True
+  ):
+    rating = f"{int(value)}" if float(value).is_integer() else f"{value:g}"
+    out.append(f"{user}\t{item}\t{rating}\t{stamp}\n")
+  return "".join(out).encode("ascii")
+
+
+@dataclasses.dataclass(frozen=True)
+class IdMap:
+  """Dense indices for raw ids: ``index = searchsorted(ids, raw_id)``."""
+
+  ids: np.ndarray  # sorted unique raw ids
+
+  @classmethod
+  def from_ids(cls, *arrays: np.ndarray) -> IdMap:
+    return cls(np.unique(np.concatenate(arrays)))
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def index(self, raw_ids: np.ndarray) -> np.ndarray:
+    index = np.searchsorted(self.ids, raw_ids)
+    found = index < len(self.ids)
+    found[found] = self.ids[index[found]] == raw_ids[found]
+    if not found.all():
+      missing = raw_ids[~found][0]
+      raise KeyError(f"id {missing} is not in the id map")
+    return index.astype(np.int32)
+
+
+def to_ratings(raw: RawRatings, users: IdMap, items: IdMap) -> Ratings:
+  """Remaps raw ids to dense indices."""
+  return Ratings(
+    users=users.index(raw.user_ids),
+    items=items.index(raw.item_ids),
+    values=raw.values.astype(np.float32),
+    n_users=len(users),
+    n_items=len(items),
+  )
+
+
+def parse_titles(path: os.PathLike | str) -> dict[int, str]:
+  """Movie titles by raw item id, from any of the known item files.
+
+  Reads ML-100k ``u.item`` (``|`` separated, latin-1), the PyPI copy of it
+  (tab separated with a header, UTF-8; titles lack the year, which a third
+  column holds) and ML-1M ``movies.dat`` (``::`` separated, latin-1).
+  """
+  path = pathlib.Path(path)
+  data = path.read_bytes()
+  titles = {}
+  if data.startswith(b"item_id:token"):
+    for number, line in enumerate(data.decode("utf-8").splitlines()[1:], 2):
+      fields = line.split("\t")
+      if len(fields) < 3:
+        raise DataError(path, number, "expected id, title and year")
+      year = f" ({fields[2]})" if fields[2] else ""
+      titles[_parse_id(fields[0], "item id", path, number)] = fields[1] + year
+    return titles
+  text = data.decode("latin-1")
+  separator = "::" if "::" in text.split("\n", 1)[0] else "|"
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    fields = line.split(separator)
+    if len(fields) < 2:
+      raise DataError(path, number, f"expected fields separated by {separator}")
+    titles[_parse_id(fields[0], "item id", path, number)] = fields[1]
+  return titles
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitData:
+  """A data set split into train, optional validation, and test ratings.
+
+  Attributes:
+    name: data set name.
+    split: split name.
+    train: ratings the model learns from (and reads as input).
+    valid: ratings carved from the training split for model selection, or
+      None.
+    test: held-out ratings, scored once.
+    user_ids: raw user id of each dense user index.
+    item_ids: raw item id of each dense item index.
+    titles: raw item id to title, when an item file is available.
+  """
+
+  name: str
+  split: str
+  train: Ratings
+  test: Ratings
+  user_ids: np.ndarray
+  item_ids: np.ndarray
+  valid: Ratings | None = None
+  titles: dict[int, str] | None = None
+
+  @property
+  def n_users(self) -> int:
+    return len(self.user_ids)
+
+  @property
+  def n_items(self) -> int:
+    return len(self.item_ids)
+
+
+def _drop_first(raw: RawRatings) -> RawRatings:
+  return raw.take(np.arange(1, len(raw)))
+
+
+def load(
+  dataset: str = "ml-100k",
+  split: str = "u1",
+  data_dir: os.PathLike | str | None = None,
+  cache_dir: os.PathLike | str | None = None,
+  seed: int = 0,
+  test_fraction: float = 0.1,
+  drop_first_line: bool = False,
+) -> SplitData:
+  """Loads a MovieLens data set and splits it.
+
+  Args:
+    dataset: ``ml-100k`` or ``ml-1m``.
+    split: an official ML-100k split (``u1`` .. ``u5``, ``ua``, ``ub``) or
+      ``random`` (a seeded split holding out ``test_fraction``).
+    data_dir: an extracted folder to read instead of the cache: for ML-100k
+      one holding ``u.data`` or the split's ``<split>.base`` and
+      ``<split>.test``; for ML-1M one holding ``ratings.dat``.
+    cache_dir: cache root for downloads (default ``sources.cache_root()``).
+    seed: seed of a ``random`` split.
+    test_fraction: share of ratings held out by a ``random`` split.
+    drop_first_line: lose the first rating of each split file, as the
+      tutorial's CSV reader does by taking it for a header. Off by default.
+
+  Returns:
+    The split, with dense ids built from train and test together.
+  """
+  if dataset not in ("ml-100k", "ml-1m"):
+    raise ValueError(f"unknown data set {dataset!r}; known: ml-100k, ml-1m")
+  if split != "random" and (
+    dataset != "ml-100k" or split not in OFFICIAL_SPLITS
+  ):
+    known = ", ".join((*OFFICIAL_SPLITS, "random"))
+    if dataset == "ml-1m":
+      known = "random"
+    raise ValueError(f"unknown split {split!r} for {dataset}; known: {known}")
+
+  folder = pathlib.Path(data_dir) if data_dir else None
+  if folder is not None and not folder.is_dir():
+    raise DataError(folder, 0, "data_dir is not a folder")
+  if folder is None:
+    folder = sources.fetch(dataset, cache_dir)
+
+  if dataset == "ml-100k":
+    train_raw, test_raw = _load_100k(folder, split, seed, test_fraction)
+    item_file = _first_existing(folder, ("items.txt", "u.item"))
+  else:
+    ratings_path = folder / "ratings.dat"
+    if not ratings_path.is_file():
+      raise DataError(folder, 0, "no ratings.dat in this folder")
+    raw = parse_ratings(ratings_path, separator="::", encoding="latin-1")
+    train_raw, test_raw = random_split(raw, test_fraction, seed)
+    item_file = _first_existing(folder, ("movies.dat",))
+
+  if drop_first_line:
+    train_raw, test_raw = _drop_first(train_raw), _drop_first(test_raw)
+  users = IdMap.from_ids(train_raw.user_ids, test_raw.user_ids)
+  items = IdMap.from_ids(train_raw.item_ids, test_raw.item_ids)
+  return SplitData(
+    name=dataset,
+    split=split,
+    train=to_ratings(train_raw, users, items),
+    test=to_ratings(test_raw, users, items),
+    user_ids=users.ids,
+    item_ids=items.ids,
+    titles=parse_titles(item_file) if item_file else None,
+  )
+
+
+def _first_existing(folder: pathlib.Path, names) -> pathlib.Path | None:
+  for name in names:
+    if (folder / name).is_file():
+      return folder / name
+  return None
+
+
+def _load_100k(
+  folder: pathlib.Path, split: str, seed: int, test_fraction: float
+) -> tuple[RawRatings, RawRatings]:
+  base, test = folder / f"{split}.base", folder / f"{split}.test"
+  if split != "random" and base.is_file() and test.is_file():
+    return parse_ratings(base), parse_ratings(test)
+  data = folder / "u.data"
+  if not data.is_file():
+    raise DataError(
+      folder, 0, f"holds neither u.data nor {split}.base and {split}.test"
+    )
+  raw = parse_ratings(data)
+  if split == "random":
+    return random_split(raw, test_fraction, seed)
+  return official_split(raw, split)

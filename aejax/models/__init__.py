@@ -1,0 +1,1 @@
+"""Flax NNX models: the autoencoder and its sparsity tools."""

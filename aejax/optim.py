@@ -1,0 +1,157 @@
+"""Optimizers: RMSprop with decoupled weight decay, and PyTorch's RMSprop.
+
+Both are optax chains wrapped in ``optax.inject_hyperparams``, so the
+learning rate and the weight decay live in the optimizer state as arrays:
+members of an ensemble may carry different values and still share one
+compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("rmsprop", "torch_rmsprop")
+
+
+class GradientSumState(NamedTuple):
+  """Running sum of every gradient seen so far."""
+
+  total: optax.Updates
+
+
+def accumulate_gradient_sum() -> optax.GradientTransformation:
+  """Replaces each gradient by the sum of all gradients so far.
+
+  ``G_t = sum_{s <= t} g_s``. PyTorch adds every ``backward()`` into the
+  parameters' ``.grad``; a training loop that never calls ``zero_grad()``
+  (as the tutorial's does) therefore steps with ``G_t``. This
+  transformation reproduces that behaviour; nothing else should use it.
+  """
+
+  def init_fn(params):
+    return GradientSumState(total=jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    total = jax.tree.map(jnp.add, state.total, updates)
+    return total, GradientSumState(total=total)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def rmsprop_decoupled(
+  learning_rate: float,
+  weight_decay: float,
+  decay: float = 0.9,
+  eps: float = 1e-8,
+) -> optax.GradientTransformation:
+  """RMSprop with decoupled weight decay.
+
+  ``v_t = rho v_{t-1} + (1 - rho) g_t^2``,
+  ``theta_t = theta_{t-1} - lr (g_t / sqrt(v_t + eps) + lambda theta_{t-1})``
+  (Tieleman and Hinton, 2012, lecture 6.5; decoupled decay as in
+  Loshchilov and Hutter, 2019, "Decoupled Weight Decay Regularization").
+  The decay term bypasses the RMS scaling, unlike an L2 penalty.
+
+  Args:
+    learning_rate: ``lr``.
+    weight_decay: ``lambda``.
+    decay: ``rho``, the smoothing of the squared-gradient average.
+    eps: added inside the square root.
+
+  Returns:
+    The optax transformation.
+  """
+  return optax.chain(
+    optax.scale_by_rms(decay=decay, eps=eps),
+    optax.add_decayed_weights(weight_decay),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+def torch_rmsprop(
+  learning_rate: float,
+  weight_decay: float,
+  decay: float = 0.99,
+  eps: float = 1e-8,
+  accumulate: bool = False,
+) -> optax.GradientTransformation:
+  """``torch.optim.RMSprop`` (no momentum, not centered), step for step.
+
+  ``g'_t = g_t + lambda theta_{t-1}`` (coupled L2),
+  ``v_t = alpha v_{t-1} + (1 - alpha) g'^2_t``,
+  ``theta_t = theta_{t-1} - lr g'_t / (sqrt(v_t) + eps)``, with ``v_0 = 0``
+  and ``eps`` outside the square root (PyTorch's defaults: ``alpha = 0.99``,
+  ``eps = 1e-8``).
+
+  Args:
+    learning_rate: ``lr``.
+    weight_decay: ``lambda``, PyTorch's ``weight_decay``.
+    decay: ``alpha``.
+    eps: added outside the square root.
+    accumulate: use the running gradient sum (see
+      ``accumulate_gradient_sum``) in place of ``g_t``, as a loop without
+      ``zero_grad()`` does; the decay term is still added fresh each step.
+
+  Returns:
+    The optax transformation.
+  """
+  parts = [accumulate_gradient_sum()] if accumulate else []
+  parts += [
+    optax.add_decayed_weights(weight_decay),
+    optax.scale_by_rms(decay=decay, eps=eps, eps_in_sqrt=False),
+    optax.scale_by_learning_rate(learning_rate),
+  ]
+  return optax.chain(*parts)
+
+
+def make_optimizer(
+  name: str,
+  *,
+  learning_rate: float,
+  weight_decay: float,
+  decay: float,
+  eps: float,
+  accumulate: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """The named optimizer, with learning rate and weight decay injectable.
+
+  The returned transformation stores ``learning_rate`` and ``weight_decay``
+  in ``state.hyperparams``; ``init_member_state`` overrides them per member.
+  """
+  if name == "rmsprop":
+    if accumulate:
+      raise ValueError("gradient accumulation is only for torch_rmsprop")
+    factory = lambda learning_rate, weight_decay: rmsprop_decoupled(
+      learning_rate, weight_decay, decay=decay, eps=eps
+    )
+  elif name == "torch_rmsprop":
+    factory = lambda learning_rate, weight_decay: torch_rmsprop(
+      learning_rate, weight_decay, decay=decay, eps=eps, accumulate=accumulate
+    )
+  else:
+    raise ValueError(
+      f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}"
+    )
+  return optax.inject_hyperparams(factory)(
+    learning_rate=learning_rate, weight_decay=weight_decay
+  )
+
+
+def init_member_state(
+  optimizer: optax.GradientTransformation,
+  params,
+  *,
+  learning_rate: jax.Array,
+  weight_decay: jax.Array,
+):
+  """Optimizer state of one member, with that member's hyper-parameters."""
+  state = optimizer.init(params)
+  hyper = dict(state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+  hyper["weight_decay"] = jnp.asarray(weight_decay, jnp.float32)
+  return state._replace(hyperparams=hyper)

@@ -1,0 +1,436 @@
+"""The device side of training: state, one pure step, epochs and evaluation.
+
+Every trained quantity carries a leading member axis: ``jax.vmap`` over
+``init_members`` and over the epoch makes one compiled program train every
+member of a run (seeds crossed with swept hyper-parameters). Swept values
+travel as arrays (``Hyper`` and the optimizer's injected hyper-parameters),
+never as Python constants, so a sweep compiles once.
+
+An epoch is a ``lax.scan`` of ``train_step`` over fixed-shape batches that
+are densified from CSR rows on the device. Nothing leaves the device inside
+an epoch; the caller fetches the epoch's summed metrics once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from aejax import batching, losses, metrics, optim
+from aejax.models import autoencoder, sparsity
+from aejax.variants import Config
+
+
+class Hyper(NamedTuple):
+  """Per-member hyper-parameters that the loss reads (the optimizer's own
+  learning rate and weight decay live in its state).
+
+  Attributes:
+    k: units kept in the code layer (its full width when k-sparse is off).
+    noise_rate: share of observed inputs zeroed during training.
+    sparsity_weight: weight beta of the KL sparsity penalty.
+  """
+
+  k: jax.Array
+  noise_rate: jax.Array
+  sparsity_weight: jax.Array
+
+
+class TrainState(NamedTuple):
+  """One member's training state (with a leading member axis when batched).
+
+  Attributes:
+    params: the model's parameters (an ``nnx.State``).
+    opt_state: the optimizer's state.
+    step: number of parameter updates made.
+    noise_key: root of the corruption noise; folded with epoch and batch.
+    shuffle_key: root of the row order; folded with the epoch.
+  """
+
+  params: Any
+  opt_state: Any
+  step: jax.Array
+  noise_key: jax.Array
+  shuffle_key: jax.Array
+
+
+class StepMetrics(NamedTuple):
+  """Training metrics summed over steps: errors before each update, the
+  loss (penalties included) and the number of updating steps."""
+
+  errors: metrics.ErrorSums
+  loss: jax.Array
+  steps: jax.Array
+
+  @classmethod
+  def zeros(cls) -> StepMetrics:
+    zero = jnp.zeros((), jnp.float32)
+    return cls(metrics.ErrorSums.zeros(), zero, zero)
+
+  def __add__(self, other: StepMetrics) -> StepMetrics:  # type: ignore[override]
+    return StepMetrics(
+      self.errors + other.errors,
+      self.loss + other.loss,
+      self.steps + other.steps,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What the compiled functions close over: shapes and static choices.
+
+  Attributes:
+    config: the run's configuration.
+    graphdef: the model's structure (``nnx.split``), without parameters.
+    optimizer: the optax transformation.
+    n_columns: width of a row.
+    code_width: width of the code layer.
+    use_top_k: some member keeps fewer than all code units.
+    use_noise: some member corrupts its inputs.
+    use_kl: some member has a KL sparsity weight.
+  """
+
+  config: Config
+  graphdef: Any
+  optimizer: optax.GradientTransformation
+  n_columns: int
+  code_width: int
+  use_top_k: bool
+  use_noise: bool
+  use_kl: bool
+
+
+def build_model(config: Config, n_columns: int, key: jax.Array):
+  """An ``Autoencoder`` for ``config`` with parameters drawn from ``key``."""
+  return autoencoder.Autoencoder(
+    n_columns,
+    config.hidden_sizes,
+    activation=config.activation,
+    output_activation=config.output_activation,
+    tied=config.tied,
+    init=config.init,
+    rngs=nnx.Rngs(params=key),
+  )
+
+
+def make_program(
+  config: Config, n_columns: int, members: Sequence[dict[str, float]]
+) -> Program:
+  """The static part of a run, from its config and members."""
+  model = nnx.eval_shape(
+    lambda: build_model(config, n_columns, jax.random.key(0))
+  )
+  graphdef, _ = nnx.split(model, nnx.Param)
+  optimizer = optim.make_optimizer(
+    config.optimizer,
+    learning_rate=config.learning_rate,
+    weight_decay=config.weight_decay,
+    decay=config.rms_decay,
+    eps=config.rms_eps,
+    accumulate=config.accumulate_gradients,
+  )
+  code_width = config.hidden_sizes[autoencoder.code_index(config.hidden_sizes)]
+  return Program(
+    config=config,
+    graphdef=graphdef,
+    optimizer=optimizer,
+    n_columns=n_columns,
+    code_width=code_width,
+    use_top_k=any(0 < m["k"] < code_width for m in members),
+    use_noise=any(m["noise_rate"] > 0 for m in members),
+    use_kl=any(m["sparsity_weight"] > 0 for m in members),
+  )
+
+
+def member_keys(seed: int) -> dict[str, jax.Array]:
+  """The keys of one member, named by role, split once from its seed."""
+  init_key, noise_key, shuffle_key = jax.random.split(jax.random.key(seed), 3)
+  return {"init": init_key, "noise": noise_key, "shuffle": shuffle_key}
+
+
+def init_members(
+  program: Program, members: Sequence[dict[str, float]]
+) -> tuple[TrainState, Hyper]:
+  """Initial states and hyper-parameters of all members, stacked.
+
+  Member ``i`` depends only on its own seed and settings: a run of one
+  member reproduces member ``i`` of a larger run.
+  """
+  config, n_columns = program.config, program.n_columns
+
+  def init_one(seed_key, learning_rate, weight_decay):
+    init_key, noise_key, shuffle_key = jax.random.split(seed_key, 3)
+    model = build_model(config, n_columns, init_key)
+    _, params = nnx.split(model, nnx.Param)
+    opt_state = optim.init_member_state(
+      program.optimizer,
+      params,
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+    )
+    return TrainState(
+      params, opt_state, jnp.zeros((), jnp.int32), noise_key, shuffle_key
+    )
+
+  seed_keys = jnp.stack([jax.random.key(int(m["seed"])) for m in members])
+  column = lambda name: jnp.asarray([m[name] for m in members], jnp.float32)
+  states = jax.jit(jax.vmap(init_one))(
+    seed_keys, column("learning_rate"), column("weight_decay")
+  )
+  k = [int(m["k"]) if m["k"] > 0 else program.code_width for m in members]
+  hyper = Hyper(
+    k=jnp.asarray(k, jnp.int32),
+    noise_rate=column("noise_rate"),
+    sparsity_weight=column("sparsity_weight"),
+  )
+  return states, hyper
+
+
+def reconstruct(
+  program: Program, params, inputs: jax.Array, hyper: Hyper
+) -> tuple[jax.Array, jax.Array]:
+  """``(reconstruction, code)`` of a batch of rows by one member."""
+  model = nnx.merge(program.graphdef, params)
+  k = hyper.k if program.use_top_k else None
+  return model(inputs, k=k)
+
+
+def corrupt(
+  values: jax.Array, noise_key: jax.Array, noise_rate: jax.Array
+) -> jax.Array:
+  """Masking noise: each input is zeroed with probability ``noise_rate``.
+
+  ``x_tilde = x * z`` with ``z ~ Bernoulli(1 - p)`` element-wise (Vincent et
+  al., 2008, "Extracting and Composing Robust Features with Denoising
+  Autoencoders"). Unobserved inputs are zero already, so only observed
+  ratings are affected.
+  """
+  keep = jax.random.bernoulli(noise_key, 1.0 - noise_rate, values.shape)
+  return jnp.where(keep, values, 0.0)
+
+
+def loss_fn(
+  params,
+  program: Program,
+  values: jax.Array,
+  mask: jax.Array,
+  noise_key: jax.Array,
+  hyper: Hyper,
+) -> tuple[jax.Array, jax.Array]:
+  """The training objective of one batch and its reconstruction.
+
+  ``L = reduce(m * (f(x_tilde) - x)^2) + beta sum_j KL(rho || rho_hat_j)``
+  where ``x_tilde`` is ``x`` with masking noise (denoising), ``reduce`` is
+  the configured normalisation and ``rho_hat_j`` is unit ``j``'s mean code
+  activation over the batch's non-empty rows (sparse autoencoders).
+  """
+  inputs = values
+  if program.use_noise:
+    inputs = corrupt(values, noise_key, hyper.noise_rate)
+  reconstruction, code = reconstruct(program, params, inputs, hyper)
+  errors = losses.masked_squared_error(
+    predictions=reconstruction, targets=values, mask=mask
+  )
+  loss = losses.reduce_squared_error(
+    errors, mask, program.config.loss_normalization
+  )
+  if program.use_kl:
+    has_rating = mask.any(axis=-1, keepdims=True)
+    n_rows = has_rating.sum(dtype=jnp.float32)
+    mean_code = losses.safe_divide(
+      jnp.where(has_rating, code, 0.0).sum(axis=0), n_rows
+    )
+    penalty = sparsity.kl_sparsity(
+      mean_activation=mean_code, target=program.config.sparsity_target
+    ).sum()
+    loss = loss + hyper.sparsity_weight * jnp.where(n_rows > 0, penalty, 0.0)
+  return loss, reconstruction
+
+
+def train_step(
+  program: Program,
+  state: TrainState,
+  values: jax.Array,
+  mask: jax.Array,
+  noise_key: jax.Array,
+  hyper: Hyper,
+) -> tuple[TrainState, StepMetrics]:
+  """One update of one member on one batch; pure.
+
+  A batch without any observed rating (padding) leaves the state untouched,
+  as the tutorial skips users without ratings.
+
+  Returns:
+    The new state and the batch's metrics, measured before the update.
+  """
+  (loss, reconstruction), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    state.params, program, values, mask, noise_key, hyper
+  )
+  updates, opt_state = program.optimizer.update(
+    grads, state.opt_state, state.params
+  )
+  params = optax.apply_updates(state.params, updates)
+  updated = state._replace(
+    params=params, opt_state=opt_state, step=state.step + 1
+  )
+  has_data = mask.any()
+  state = jax.tree.map(
+    lambda new, old: jnp.where(has_data, new, old), updated, state
+  )
+  errors = metrics.error_sums(
+    predictions=reconstruction, targets=values, mask=mask
+  )
+  counted = has_data.astype(jnp.float32)
+  return state, StepMetrics(errors, loss * counted, counted)
+
+
+def make_epoch_fn(program: Program, rows, batch_size: int):
+  """A jitted ``epoch(states, hyper, rows, epoch) -> (states, metrics)``.
+
+  ``rows`` are the training rows (``batching.DeviceRows``); ``n_rows`` and
+  the batch capacity are fixed here, so every epoch reuses one program.
+  Each member shuffles its rows with its own key folded with the epoch.
+  """
+  n_rows = rows.n_rows
+  capacity = rows.batch_capacity(batch_size)
+  n_columns = program.n_columns
+
+  def member_epoch(state, hyper, device_rows, epoch):
+    order = batching.epoch_row_order(
+      jax.random.fold_in(state.shuffle_key, epoch), n_rows, batch_size
+    )
+    epoch_noise_key = jax.random.fold_in(state.noise_key, epoch)
+
+    def body(carry, xs):
+      state, totals = carry
+      index, row_ids = xs
+      values, mask = batching.densify(
+        device_rows, row_ids, n_columns=n_columns, capacity=capacity
+      )
+      noise_key = jax.random.fold_in(epoch_noise_key, index)
+      state, step_metrics = train_step(
+        program, state, values, mask, noise_key, hyper
+      )
+      return (state, totals + step_metrics), None
+
+    indices = jnp.arange(order.shape[0], dtype=jnp.int32)
+    (state, totals), _ = jax.lax.scan(
+      body, (state, StepMetrics.zeros()), (indices, order)
+    )
+    return state, totals
+
+  batched = jax.vmap(member_epoch, in_axes=(0, 0, None, None))
+  return jax.jit(batched, donate_argnums=0)
+
+
+class EvalTargets(NamedTuple):
+  """What evaluation needs besides the parameters, on the device.
+
+  Attributes:
+    inputs: training rows (the model's input, always).
+    targets: held-out rows to score.
+    order: ``(n_batches, batch)`` rows with a held-out rating, ``-1`` padded.
+    column_seen: columns with at least one training rating.
+    fallback: the prediction used where the model has no information.
+    low: smallest rating, for clipping.
+    high: largest rating, for clipping.
+  """
+
+  inputs: batching.DeviceRows
+  targets: batching.DeviceRows
+  order: jax.Array
+  column_seen: jax.Array
+  fallback: jax.Array
+  low: jax.Array
+  high: jax.Array
+
+
+def eval_targets(train_rows, target_rows, batch_size: int) -> EvalTargets:
+  """Builds ``EvalTargets`` from host rows (training input, held-out)."""
+  scored = np.flatnonzero(target_rows.lengths > 0).astype(np.int32)
+  seen = np.zeros(train_rows.n_columns, bool)
+  seen[train_rows.columns] = True
+  values = train_rows.values
+  return EvalTargets(
+    inputs=batching.DeviceRows.put(train_rows),
+    targets=batching.DeviceRows.put(target_rows),
+    order=jnp.asarray(batching.fixed_row_order(scored, batch_size)),
+    column_seen=jnp.asarray(seen),
+    fallback=jnp.float32(values.mean() if len(values) else 0.0),
+    low=jnp.float32(values.min() if len(values) else 0.0),
+    high=jnp.float32(values.max() if len(values) else 0.0),
+  )
+
+
+def predict(
+  program: Program,
+  params,
+  hyper: Hyper,
+  inputs: jax.Array,
+  input_mask: jax.Array,
+  column_seen: jax.Array,
+  fallback: jax.Array,
+  low: jax.Array,
+  high: jax.Array,
+) -> jax.Array:
+  """Predicted ratings of one member for a batch of training rows.
+
+  The input is the clean training row. Where the model has no information
+  (a column never rated in training, or a row with no training rating) the
+  prediction is ``fallback`` if the config asks for it; predictions are
+  clipped to ``[low, high]`` if the config asks for it.
+  """
+  predictions, _ = reconstruct(program, params, inputs, hyper)
+  config = program.config
+  if config.cold_start_fallback:
+    known = column_seen[None, :] & input_mask.any(axis=-1, keepdims=True)
+    predictions = jnp.where(known, predictions, fallback)
+  if config.clip_predictions:
+    predictions = jnp.clip(predictions, low, high)
+  return predictions
+
+
+def make_eval_fn(program: Program, train_rows, target_rows, batch_size: int):
+  """A jitted ``evaluate(params, hyper, targets) -> ErrorSums`` per member.
+
+  ``train_rows`` and ``target_rows`` (host ``Rows``) fix the capacities.
+  """
+  n_columns = program.n_columns
+  input_capacity = train_rows.batch_capacity(batch_size)
+  target_capacity = target_rows.batch_capacity(batch_size)
+
+  def member_eval(params, hyper, data: EvalTargets):
+    def body(totals, row_ids):
+      inputs, input_mask = batching.densify(
+        data.inputs, row_ids, n_columns=n_columns, capacity=input_capacity
+      )
+      targets, target_mask = batching.densify(
+        data.targets, row_ids, n_columns=n_columns, capacity=target_capacity
+      )
+      predictions = predict(
+        program,
+        params,
+        hyper,
+        inputs,
+        input_mask,
+        data.column_seen,
+        data.fallback,
+        data.low,
+        data.high,
+      )
+      sums = metrics.error_sums(
+        predictions=predictions, targets=targets, mask=target_mask
+      )
+      return totals + sums, None
+
+    totals, _ = jax.lax.scan(body, metrics.ErrorSums.zeros(), data.order)
+    return totals
+
+  return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, None)))

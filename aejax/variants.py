@@ -1,0 +1,299 @@
+"""The named variants: one commented place for every default.
+
+A ``Config`` describes one training run: data, model, loss, optimizer and
+the members trained together. ``VARIANTS`` holds each variant's defaults;
+``get_config`` applies overrides and validates the result before anything
+is compiled, so a bad value fails at once with its name in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aejax import losses, optim
+from aejax.models import autoencoder
+
+# Hyper-parameters that may differ between members of one compiled run.
+SWEEPABLE = (
+  "learning_rate",
+  "weight_decay",
+  "k",
+  "noise_rate",
+  "sparsity_weight",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a run. Every field is validated."""
+
+  # Name of the variant these defaults came from.
+  variant: str = "plain"
+
+  # --- data ---
+  # ml-100k or ml-1m.
+  dataset: str = "ml-100k"
+  # u1..u5, ua, ub (ML-100k official splits) or random.
+  split: str = "u1"
+  # Rows are users (the tutorial) or items (I-AutoRec).
+  orientation: str = "user"
+  # Held-out share of a random split.
+  test_fraction: float = 0.1
+  # Lose the first rating of each split file, as the tutorial's reader does.
+  drop_first_line: bool = False
+
+  # --- model ---
+  # Widths of the hidden layers; the middle one is the code.
+  hidden_sizes: tuple[int, ...] = (500,)
+  # Activation of every hidden layer.
+  activation: str = "sigmoid"
+  # Activation of the reconstruction.
+  output_activation: str = "identity"
+  # Decoder weights are the encoder's, transposed (mirrored sizes only).
+  tied: bool = False
+  # Parameter initialisation: default (LeCun normal), glorot or torch.
+  init: str = "default"
+  # Units kept in the code layer by k-sparse selection; 0 keeps all.
+  k: int = 0
+  # Share of observed inputs zeroed during training (masking noise).
+  noise_rate: float = 0.0
+  # KL sparsity penalty: target mean activation rho and weight beta.
+  sparsity_target: float = 0.05
+  sparsity_weight: float = 0.0
+
+  # --- loss and optimizer ---
+  # observed: mean over a batch's ratings; columns: the tutorial's MSELoss.
+  loss_normalization: str = "observed"
+  # rmsprop (decoupled weight decay) or torch_rmsprop (coupled L2).
+  optimizer: str = "rmsprop"
+  learning_rate: float = 1e-3
+  weight_decay: float = 0.0
+  # Smoothing of RMSprop's squared-gradient average, and its epsilon.
+  rms_decay: float = 0.9
+  rms_eps: float = 1e-8
+  # Step with the sum of all gradients so far (the tutorial's behaviour).
+  accumulate_gradients: bool = False
+  epochs: int = 50
+  # Rows per training step; 1 is the tutorial's one user per step.
+  batch_size: int = 32
+  # Rows per evaluation step (memory only; results do not depend on it).
+  eval_batch_size: int = 256
+
+  # --- evaluation ---
+  # Clip predictions to the training ratings' range before scoring.
+  clip_predictions: bool = True
+  # Predict the training mean where the model has no information: for
+  # columns never rated in training, and for rows with no training ratings.
+  cold_start_fallback: bool = True
+
+  # --- members ---
+  # Seed of the first member; member seeds are seed, seed + 1, ...
+  seed: int = 0
+  # Number of seeds per swept setting.
+  seeds: int = 1
+  # Swept hyper-parameters: ((name, (value, ...)), ...); members are the
+  # cartesian product of these values with the seeds.
+  sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+  def to_json(self) -> dict[str, Any]:
+    """A JSON-ready dict of the fields."""
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+_BASE = Config()
+
+VARIANTS: dict[str, Config] = {
+  # One sigmoid hidden layer, linear output.
+  "plain": dataclasses.replace(
+    _BASE,
+    variant="plain",
+    hidden_sizes=(500,),
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    epochs=50,
+    batch_size=32,
+  ),
+  # Linear code of which only the k largest units survive per user
+  # (Makhzani and Frey, 2013); linear output.
+  "ksparse": dataclasses.replace(
+    _BASE,
+    variant="ksparse",
+    hidden_sizes=(500,),
+    activation="identity",
+    k=50,
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    epochs=50,
+    batch_size=32,
+  ),
+  # Masking noise on the input, clean target (Vincent et al., 2008).
+  "denoising": dataclasses.replace(
+    _BASE,
+    variant="denoising",
+    hidden_sizes=(500,),
+    noise_rate=0.25,
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    epochs=50,
+    batch_size=32,
+  ),
+  # The tutorial's 20-10-20 sigmoid stack.
+  "stacked": dataclasses.replace(
+    _BASE,
+    variant="stacked",
+    hidden_sizes=(20, 10, 20),
+    learning_rate=1e-2,
+    weight_decay=0.0,
+    epochs=50,
+    batch_size=32,
+  ),
+}
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ValueError(message)
+
+
+def validate(config: Config) -> Config:
+  """Checks every field; raises ValueError naming the first bad one."""
+  c = config
+  _check(
+    c.variant in VARIANTS,
+    f"unknown variant {c.variant!r}; known: {', '.join(VARIANTS)}",
+  )
+  _check(
+    c.dataset in ("ml-100k", "ml-1m"),
+    f"dataset must be ml-100k or ml-1m, not {c.dataset!r}",
+  )
+  _check(
+    c.orientation in ("user", "item"),
+    f"orientation must be user or item, not {c.orientation!r}",
+  )
+  _check(
+    0.0 < c.test_fraction < 1.0,
+    f"test_fraction must lie in (0, 1), not {c.test_fraction}",
+  )
+  _check(
+    len(c.hidden_sizes) > 0
+    and all(isinstance(h, int) and h > 0 for h in c.hidden_sizes),
+    f"hidden_sizes must be positive integers, not {c.hidden_sizes}",
+  )
+  for field in ("activation", "output_activation"):
+    value = getattr(c, field)
+    _check(
+      value in autoencoder.ACTIVATIONS,
+      f"{field} {value!r} unknown; known: {', '.join(autoencoder.ACTIVATIONS)}",
+    )
+  _check(
+    not c.tied or autoencoder.can_tie(c.hidden_sizes),
+    f"tied weights need mirrored hidden_sizes, not {c.hidden_sizes}",
+  )
+  _check(
+    c.init in autoencoder.INITS,
+    f"init {c.init!r} unknown; known: {', '.join(autoencoder.INITS)}",
+  )
+  _check(
+    c.loss_normalization in losses.NORMALIZATIONS,
+    f"loss_normalization {c.loss_normalization!r} unknown; known: "
+    f"{', '.join(losses.NORMALIZATIONS)}",
+  )
+  _check(
+    c.optimizer in optim.OPTIMIZERS,
+    f"optimizer {c.optimizer!r} unknown; known: {', '.join(optim.OPTIMIZERS)}",
+  )
+  _check(
+    not c.accumulate_gradients or c.optimizer == "torch_rmsprop",
+    "accumulate_gradients needs optimizer=torch_rmsprop",
+  )
+  _check(
+    0.0 <= c.rms_decay < 1.0, f"rms_decay must lie in [0, 1), not {c.rms_decay}"
+  )
+  _check(c.rms_eps > 0.0, f"rms_eps must be positive, not {c.rms_eps}")
+  for field in ("epochs", "batch_size", "eval_batch_size", "seeds"):
+    value = getattr(c, field)
+    _check(
+      isinstance(value, int) and value > 0,
+      f"{field} must be a positive integer, not {value!r}",
+    )
+  _check(
+    isinstance(c.seed, int) and c.seed >= 0,
+    f"seed must be a non-negative integer, not {c.seed!r}",
+  )
+  _check(
+    0.0 < c.sparsity_target < 1.0,
+    f"sparsity_target must lie in (0, 1), not {c.sparsity_target}",
+  )
+  names = [name for name, _ in c.sweep]
+  _check(len(set(names)) == len(names), f"a swept name repeats: {names}")
+  for name, values in c.sweep:
+    _check(
+      name in SWEEPABLE,
+      f"cannot sweep {name!r}; sweepable: {', '.join(SWEEPABLE)}",
+    )
+    _check(len(values) > 0, f"sweep of {name} has no values")
+  for member in members(c):
+    _validate_member(c, member)
+  return c
+
+
+def _validate_member(c: Config, member: Mapping[str, float]) -> None:
+  lr, wd = member["learning_rate"], member["weight_decay"]
+  _check(lr > 0.0, f"learning_rate must be positive, not {lr}")
+  _check(wd >= 0.0, f"weight_decay must be non-negative, not {wd}")
+  noise = member["noise_rate"]
+  _check(0.0 <= noise < 1.0, f"noise_rate must lie in [0, 1), not {noise}")
+  beta = member["sparsity_weight"]
+  _check(beta >= 0.0, f"sparsity_weight must be non-negative, not {beta}")
+  k = member["k"]
+  code = c.hidden_sizes[autoencoder.code_index(c.hidden_sizes)]
+  _check(
+    float(k).is_integer() and 0 <= k <= code,
+    f"k must be an integer in [0, {code}] (the code layer's width), not {k}",
+  )
+  _check(c.variant != "ksparse" or k >= 1, "ksparse needs k >= 1")
+
+
+def members(config: Config) -> list[dict[str, float]]:
+  """The members of a run: each swept setting crossed with each seed.
+
+  Returns one dict per member with its ``seed`` and every sweepable
+  hyper-parameter, in the order: swept settings outer, seeds inner.
+  """
+  names = [name for name, _ in config.sweep]
+  grids = [values for _, values in config.sweep]
+  out = []
+  for setting in itertools.product(*grids):
+    for offset in range(config.seeds):
+      member = {name: float(getattr(config, name)) for name in SWEEPABLE}
+      member.update(zip(names, (float(v) for v in setting), strict=True))
+      member["seed"] = config.seed + offset
+      out.append(member)
+  return out
+
+
+def get_config(variant: str, **overrides: Any) -> Config:
+  """The variant's defaults with ``overrides`` applied, validated.
+
+  Raises:
+    ValueError: an unknown variant or field, or a bad value.
+  """
+  if variant not in VARIANTS:
+    raise ValueError(
+      f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}"
+    )
+  fields = {f.name for f in dataclasses.fields(Config)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+  if "hidden_sizes" in overrides:
+    overrides["hidden_sizes"] = tuple(overrides["hidden_sizes"])
+  if "sweep" in overrides:
+    overrides["sweep"] = tuple(
+      (name, tuple(values)) for name, values in overrides["sweep"]
+    )
+  return validate(dataclasses.replace(VARIANTS[variant], **overrides))

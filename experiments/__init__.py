@@ -1,0 +1,1 @@
+"""absl entry points: thin scripts over the aejax library."""

@@ -1,0 +1,84 @@
+"""The experiment script as a user runs it: good runs and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import write_ratings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*flags, cache):
+  env = dict(os.environ, AEJAX_DATA_DIR=str(cache), JAX_PLATFORMS="cpu")
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.movielens", *flags],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env=env,
+    timeout=300,
+    check=False,
+  )
+
+
+def test_tiny_run_prints_table_and_writes_workdir(tiny_split, tmp_path):
+  workdir = tmp_path / "run"
+  result = run(
+    "--variant=ksparse",
+    f"--data_dir={tiny_split}",
+    f"--workdir={workdir}",
+    "--epochs=3",
+    "--hidden_sizes=8",
+    "--k=3",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 0, result.stderr
+  assert "| member | test RMSE | test MAE | test course RMSE" in result.stdout
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["variant"] == "ksparse" and results["epochs"] == 3
+
+
+BAD_FILES = {
+  "separator": (b"1\t2\t3\t4\n1,2,3,4\n", 2, "expected 4 fields"),
+  "non_numeric": (b"1\t2\t3\t4\n1\t2\tx\t4\n", 2, "rating 'x' is not"),
+  "range": (b"1\t2\t9\t4\n", 1, "rating '9' outside"),
+  "missing_column": (b"1\t2\t3\t4\n1\t2\t3\n", 2, "found 3"),
+  "empty": (b"", 1, "the file holds no ratings"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_ratings_file_gives_one_line_and_status_2(tmp_path, case):
+  content, line, reason = BAD_FILES[case]
+  folder = tmp_path / "data"
+  folder.mkdir()
+  write_ratings(folder / "u1.base", [(1, 1, 3, 5), (2, 2, 4, 6)])
+  (folder / "u1.test").write_bytes(content)
+  workdir = tmp_path / "run"
+  cache = tmp_path / "cache"
+  result = run(f"--data_dir={folder}", f"--workdir={workdir}", cache=cache)
+  assert result.returncode == 2
+  messages = [m for m in result.stderr.splitlines() if m.startswith("error")]
+  assert messages == [messages[0]] and len(messages) == 1
+  assert f"u1.test:{line}: " in messages[0] and reason in messages[0]
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
+  assert not cache.exists() or not any(cache.rglob("*"))
+
+
+def test_bad_flag_value_names_it(tmp_path, tiny_split):
+  result = run(
+    f"--data_dir={tiny_split}",
+    "--noise_rate=1.5",
+    f"--workdir={tmp_path / 'run'}",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 2
+  assert "noise_rate must lie in [0, 1), not 1.5" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
