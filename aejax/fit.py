@@ -48,6 +48,18 @@ def _member_figures(totals: metrics.ErrorSums, prefix: str) -> dict:
   return {f"{prefix}_{name}": figures[name] for name in RESULT_METRICS}
 
 
+def initial_output_bias(config: Config, rows: Rows) -> np.ndarray | None:
+  """Each column's mean training rating (the global mean where a column has
+  none), when ``config.output_bias`` asks for it; else None."""
+  if config.output_bias == "zeros":
+    return None
+  counts = np.bincount(rows.columns, minlength=rows.n_columns)
+  sums = np.bincount(rows.columns, rows.values, minlength=rows.n_columns)
+  fallback = rows.values.mean() if rows.nnz else 0.0
+  safe = np.maximum(counts, 1)
+  return np.where(counts > 0, sums / safe, fallback).astype(np.float32)
+
+
 def fit(
   config: Config,
   data: SplitData,
@@ -77,7 +89,9 @@ def fit(
   train_rows = Rows.from_ratings(data.train, config.orientation)
   test_rows = Rows.from_ratings(data.test, config.orientation)
   program = train.make_program(config, train_rows.n_columns, members)
-  states, hyper = train.init_members(program, members)
+  states, hyper = train.init_members(
+    program, members, initial_output_bias(config, train_rows)
+  )
   n_params = autoencoder.count_parameters(
     jax.tree.map(lambda x: x[0], states.params)
   )
@@ -189,10 +203,11 @@ def summarize_run(
     "orientation": config.orientation,
     "epochs": config.epochs,
     "n_members": len(members),
+    "swept": [name for name, _ in config.sweep],
   }
   for name in names:
     values = np.asarray(last[name], np.float64)
     results[name] = float(values.mean())
-    results[f"{name}_std"] = float(values.std()) if len(values) > 1 else 0.0
+    results[f"{name}_std"] = report.sample_std(values)
   results["members"] = per_member
   return results

@@ -55,7 +55,9 @@ def rmsprop_decoupled(
   ``theta_t = theta_{t-1} - lr (g_t / sqrt(v_t + eps) + lambda theta_{t-1})``
   (Tieleman and Hinton, 2012, lecture 6.5; decoupled decay as in
   Loshchilov and Hutter, 2019, "Decoupled Weight Decay Regularization").
-  The decay term bypasses the RMS scaling, unlike an L2 penalty.
+  The decay term bypasses the RMS scaling, unlike an L2 penalty. Only
+  weight matrices decay: a decayed output bias would pull every prediction
+  towards a rating of 0.
 
   Args:
     learning_rate: ``lr``.
@@ -68,9 +70,14 @@ def rmsprop_decoupled(
   """
   return optax.chain(
     optax.scale_by_rms(decay=decay, eps=eps),
-    optax.add_decayed_weights(weight_decay),
+    optax.add_decayed_weights(weight_decay, mask=weight_matrices),
     optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def weight_matrices(params: optax.Params) -> optax.Params:
+  """True for the leaves that are matrices (kernels), False for vectors."""
+  return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
 def torch_rmsprop(

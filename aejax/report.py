@@ -79,6 +79,12 @@ def read_metrics(path: os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def sample_std(values: Sequence[float]) -> float:
+  """Standard deviation with Bessel's correction; 0 for a single value."""
+  values = np.asarray(values, np.float64)
+  return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def format_table(
   header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 4
 ) -> str:
@@ -103,6 +109,19 @@ def format_table(
   )
   rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
   return "\n".join([line([str(h) for h in header]), rule, *map(line, body)])
+
+
+def _save_figure(fig, path: os.PathLike) -> None:
+  """Writes a matplotlib figure to ``path`` atomically and closes it."""
+  from matplotlib import pyplot as plt
+
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
 
 
 def plot_learning_curves(
@@ -145,10 +164,133 @@ def plot_learning_curves(
   ax.legend()
   if title:
     ax.set_title(title)
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
+  _save_figure(fig, path)
+
+
+COMPARED = ("test_rmse", "test_mae", "test_course_rmse")
+
+
+def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """One row per variant and swept setting, with mean and std over seeds.
+
+  Args:
+    runs: the ``results.json`` contents of each variant's run.
+
+  Returns:
+    Rows with ``variant``, ``setting`` (the swept values, or ``-``),
+    ``seeds``, ``<metric>_mean`` and ``<metric>_std`` for each of
+    ``COMPARED``, ``epochs`` and ``seconds`` (the whole run's, shared by its
+    settings since they train together).
+  """
+  rows = []
+  for run in runs:
+    swept = list(run.get("swept", []))
+    groups: dict[tuple, list] = {}
+    for member in run["members"]:
+      groups.setdefault(tuple(member[name] for name in swept), []).append(
+        member
+      )
+    for key, members in groups.items():
+      setting = ", ".join(f"{n}={v:g}" for n, v in zip(swept, key, strict=True))
+      row: dict[str, Any] = {
+        "variant": run["variant"],
+        "setting": setting or "-",
+        "seeds": len(members),
+      }
+      for metric in COMPARED:
+        values = [m[metric] for m in members]
+        row[f"{metric}_mean"] = float(np.mean(values))
+        row[f"{metric}_std"] = sample_std(values)
+      row["epochs"] = run["epochs"]
+      row["seconds"] = run["seconds"]
+      rows.append(row)
+  return rows
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
+  """The comparison as a Markdown table, ``mean ± std`` per metric."""
+  header = ["variant", "setting", "seeds", "test RMSE", "test MAE",
+            "test course RMSE", "epochs", "seconds"]  # fmt: skip
+  body = []
+  for row in rows:
+    cells = [row["variant"], row["setting"], row["seeds"]]
+    for metric in COMPARED:
+      mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+      cells.append(f"{mean:.4f} ± {std:.4f}")
+    cells += [row["epochs"], f"{row['seconds']:.1f}"]
+    body.append(cells)
+  return format_table(header, body)
+
+
+def plot_comparison(
+  rows: Sequence[Mapping[str, Any]],
+  curves: Mapping[str, Sequence[Mapping[str, Any]]],
+  path: os.PathLike,
+) -> None:
+  """Saves a PNG: test RMSE per variant with error bars (left), and each
+  variant's mean test RMSE per epoch (right).
+
+  Args:
+    rows: from ``comparison_rows``.
+    curves: each variant's ``metrics.jsonl`` records.
+    path: the PNG to write.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  fig, (bars, lines) = plt.subplots(1, 2, figsize=(12, 4.5))
+  labels = [
+    row["variant"] if row["setting"] == "-"
+    else f"{row['variant']}\n{row['setting']}"
+    for row in rows
+  ]  # fmt: skip
+  means = [row["test_rmse_mean"] for row in rows]
+  stds = [row["test_rmse_std"] for row in rows]
+  positions = np.arange(len(rows))
+  bars.bar(positions, means, yerr=stds, capsize=4, color="C0", alpha=0.8)
+  bars.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
+  if means:
+    low = min(m - s for m, s in zip(means, stds, strict=True))
+    high = max(m + s for m, s in zip(means, stds, strict=True))
+    margin = max(0.02, 0.1 * (high - low))
+    bars.set_ylim(low - margin, high + margin)
+  bars.set_ylabel("test RMSE (mean ± std over seeds)")
+  bars.grid(axis="y", alpha=0.3)
+
+  for index, (variant, records) in enumerate(curves.items()):
+    xs = [r["epoch"] for r in records]
+    ys = [float(np.nanmean(np.asarray(r["test_rmse"], float))) for r in records]
+    lines.plot(xs, ys, color=f"C{index % 10}", label=variant)
+  lines.set_xlabel("epoch")
+  lines.set_ylabel("test RMSE (mean over members)")
+  lines.grid(alpha=0.3)
+  if curves:
+    lines.legend(fontsize=8)
+  _save_figure(fig, path)
+
+
+def write_comparison(
+  workdir: os.PathLike,
+  runs: Sequence[Mapping[str, Any]],
+  curves: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> str:
+  """Writes ``comparison.md``, ``comparison.json`` and ``comparison.png``.
+
+  Returns:
+    The Markdown table.
+  """
+  workdir = pathlib.Path(workdir)
+  rows = comparison_rows(runs)
+  table = comparison_table(rows)
+  first = runs[0] if runs else {}
+  title = (
+    f"# Variants on {first.get('dataset', '?')} {first.get('split', '?')}\n\n"
+  )
+  tmp = workdir / ".comparison.md.tmp"
+  tmp.write_text(title + table + "\n")
+  os.replace(tmp, workdir / "comparison.md")
+  write_json(workdir / "comparison.json", {"rows": rows})
+  plot_comparison(rows, curves, workdir / "comparison.png")
+  return table

@@ -156,18 +156,28 @@ def member_keys(seed: int) -> dict[str, jax.Array]:
 
 
 def init_members(
-  program: Program, members: Sequence[dict[str, float]]
+  program: Program,
+  members: Sequence[dict[str, float]],
+  output_bias: np.ndarray | None = None,
 ) -> tuple[TrainState, Hyper]:
   """Initial states and hyper-parameters of all members, stacked.
 
   Member ``i`` depends only on its own seed and settings: a run of one
   member reproduces member ``i`` of a larger run.
+
+  Args:
+    program: the run's static part.
+    members: each member's seed and hyper-parameters.
+    output_bias: ``(n_columns,)`` initial output bias for every member, or
+      None to keep the initialiser's.
   """
   config, n_columns = program.config, program.n_columns
 
   def init_one(seed_key, learning_rate, weight_decay):
     init_key, noise_key, shuffle_key = jax.random.split(seed_key, 3)
     model = build_model(config, n_columns, init_key)
+    if output_bias is not None:
+      model.output_bias[...] = jnp.asarray(output_bias, jnp.float32)
     _, params = nnx.split(model, nnx.Param)
     opt_state = optim.init_member_state(
       program.optimizer,

@@ -27,6 +27,9 @@ SWEEPABLE = (
 )
 
 
+OUTPUT_BIASES = ("zeros", "column_mean")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines a run. Every field is validated."""
@@ -57,6 +60,9 @@ class Config:
   tied: bool = False
   # Parameter initialisation: default (LeCun normal), glorot or torch.
   init: str = "default"
+  # Initial output bias: zeros, or each column's mean training rating, so
+  # that training starts from the item-mean predictor (user rows).
+  output_bias: str = "zeros"
   # Units kept in the code layer by k-sparse selection; 0 keeps all.
   k: int = 0
   # Share of observed inputs zeroed during training (masking noise).
@@ -196,6 +202,10 @@ def validate(config: Config) -> Config:
   _check(
     c.init in autoencoder.INITS,
     f"init {c.init!r} unknown; known: {', '.join(autoencoder.INITS)}",
+  )
+  _check(
+    c.output_bias in OUTPUT_BIASES,
+    f"output_bias {c.output_bias!r} unknown; known: {', '.join(OUTPUT_BIASES)}",
   )
   _check(
     c.loss_normalization in losses.NORMALIZATIONS,

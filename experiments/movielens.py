@@ -7,6 +7,10 @@ r"""Trains an autoencoder variant on MovieLens and reports its test error.
 With no other flag it trains on ML-100k's official u1 split (fetched,
 verified and cached on first use), logs one line per epoch and ends with a
 table of final figures. Everything the run produces lands in ``--workdir``.
+
+``--variant=all`` trains every variant in turn, in one process (one compiled
+program per variant, each into ``<workdir>/<variant>/``), and writes a
+comparison (``comparison.md``, ``comparison.json``, ``comparison.png``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from aejax import fit, report, variants
 from aejax.data import movielens, sources
 
 _VARIANT = flags.DEFINE_enum(
-  "variant", "ksparse", list(variants.VARIANTS), "Which autoencoder."
+  "variant",
+  "ksparse",
+  [*variants.VARIANTS, "all"],
+  "Which autoencoder; all trains every variant and compares them.",
 )
 _DATASET = flags.DEFINE_enum(
   "dataset", "ml-100k", ["ml-100k", "ml-1m"], "MovieLens data set."
@@ -64,7 +71,7 @@ _WORKDIR = flags.DEFINE_string(
 )
 
 
-def config_from_flags() -> variants.Config:
+def config_from_flags(variant: str) -> variants.Config:
   """The variant's defaults overridden by the flags that were given."""
   overrides = {"dataset": _DATASET.value, "split": _SPLIT.value}
   optional = {
@@ -85,7 +92,12 @@ def config_from_flags() -> variants.Config:
     )
   if _SWEEP.value:
     overrides["sweep"] = tuple(parse_sweep(s) for s in _SWEEP.value)
-  return variants.get_config(_VARIANT.value, **overrides)
+  try:
+    return variants.get_config(variant, **overrides)
+  except ValueError as error:
+    if _VARIANT.value == "all":
+      raise ValueError(f"variant {variant}: {error}") from None
+    raise
 
 
 def _parse_number(text: str, what: str, kind=float):
@@ -109,7 +121,7 @@ def parse_sweep(text: str) -> tuple[str, tuple[float, ...]]:
 def default_workdir(config: variants.Config) -> pathlib.Path:
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   return pathlib.Path("runs") / (
-    f"{config.variant}-{config.dataset}-{config.split}-{stamp}"
+    f"{_VARIANT.value}-{config.dataset}-{config.split}-{stamp}"
   )
 
 
@@ -136,38 +148,61 @@ def results_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  names = (
+    list(variants.VARIANTS) if _VARIANT.value == "all" else [_VARIANT.value]
+  )
   try:
-    config = config_from_flags()
+    # Every config is validated before any data is read or program compiled.
+    configs = [config_from_flags(name) for name in names]
+    first = configs[0]
     data = movielens.load(
-      config.dataset,
-      config.split,
+      first.dataset,
+      first.split,
       data_dir=_DATA_DIR.value,
-      seed=config.seed,
-      test_fraction=config.test_fraction,
-      drop_first_line=config.drop_first_line,
+      seed=first.seed,
+      test_fraction=first.test_fraction,
+      drop_first_line=first.drop_first_line,
     )
-  except movielens.DataError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
-  except ValueError as error:
+  except (movielens.DataError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   except sources.FetchError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
 
-  workdir = pathlib.Path(_WORKDIR.value or default_workdir(config))
+  workdir = pathlib.Path(_WORKDIR.value or default_workdir(first))
   logging.info("Workdir %s", workdir)
-  results = fit.fit(config, data, workdir)
+  if len(configs) == 1:
+    results = fit.fit(first, data, workdir)
+    print()
+    print(summary_line(results))
+    print(results_table(results))
+    print(f"\nResults in {workdir}")
+    return 0
+
+  runs, curves = [], {}
+  for config in configs:
+    logging.info("=== %s ===", config.variant)
+    results = fit.fit(config, data, workdir / config.variant)
+    runs.append(results)
+    curves[config.variant] = report.read_metrics(
+      workdir / config.variant / "metrics.jsonl"
+    )
+    print(summary_line(results), flush=True)
+  table = report.write_comparison(workdir, runs, curves)
   print()
-  print(
-    f"{config.variant} on {results['dataset']} {results['split']}, "
-    f"{results['epochs']} epochs, {results['seconds']:.1f} s "
-    f"(+{results['compile_seconds']:.1f} s compiling)"
-  )
-  print(results_table(results))
-  print(f"\nResults in {workdir}")
+  print(table)
+  print(f"\nComparison in {workdir}/comparison.md, .json and .png")
   return 0
+
+
+def summary_line(results: dict) -> str:
+  return (
+    f"{results['variant']} on {results['dataset']} {results['split']}, "
+    f"{results['epochs']} epochs, {results['seconds']:.1f} s "
+    f"(+{results['compile_seconds']:.1f} s compiling): test RMSE "
+    f"{results['test_rmse']:.4f}"
+  )
 
 
 if __name__ == "__main__":

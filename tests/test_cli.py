@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 from conftest import write_ratings
+
+from aejax import variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,3 +85,32 @@ def test_bad_flag_value_names_it(tmp_path, tiny_split):
   assert "noise_rate must lie in [0, 1), not 1.5" in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_all_variants_write_a_comparison(tiny_split, tmp_path):
+  workdir = tmp_path / "all"
+  result = run(
+    "--variant=all",
+    f"--data_dir={tiny_split}",
+    f"--workdir={workdir}",
+    "--epochs=2",
+    "--seeds=2",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 0, result.stderr
+  comparison = json.loads((workdir / "comparison.json").read_text())
+  assert [row["variant"] for row in comparison["rows"]] == list(
+    variants.VARIANTS
+  )
+  assert all(row["seeds"] == 2 for row in comparison["rows"])
+  for name in variants.VARIANTS:
+    run_results = json.loads((workdir / name / "results.json").read_text())
+    assert run_results["n_members"] == 2
+    row = comparison["rows"][list(variants.VARIANTS).index(name)]
+    assert row["test_rmse_mean"] == run_results["test_rmse"]
+  table = (workdir / "comparison.md").read_text()
+  assert table.count("\n| ") == len(variants.VARIANTS) + 1
+  assert (workdir / "comparison.png").stat().st_size > 0
+  assert re.search(
+    r"\| variant +\| setting +\| seeds +\| test RMSE", result.stdout
+  )

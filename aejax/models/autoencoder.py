@@ -173,6 +173,13 @@ class Autoencoder(nnx.Module):
       ]
     return [(layer.kernel[...], layer.bias[...]) for layer in self.decoder]
 
+  @property
+  def output_bias(self) -> nnx.Param:
+    """The bias of the reconstruction layer (one entry per input column)."""
+    if self.tied:
+      return self.decoder_biases[-1]
+    return self.decoder[-1].bias
+
   def __call__(
     self, inputs: jax.Array, *, k: jax.Array | int | None = None
   ) -> tuple[jax.Array, jax.Array]:
