@@ -86,6 +86,9 @@ class Config:
   epochs: int = 50
   # Rows per training step; 1 is the tutorial's one user per step.
   batch_size: int = 32
+  # Visit the rows in a new random order each epoch (else in index order,
+  # as the tutorial's loop over user ids does).
+  shuffle: bool = True
   # Rows per evaluation step (memory only; results do not depend on it).
   eval_batch_size: int = 256
 
@@ -157,6 +160,43 @@ VARIANTS: dict[str, Config] = {
     epochs=50,
     batch_size=32,
   ),
+  # The tutorial's PyTorch model as it is written: 1682-20-10-20-1682 with
+  # sigmoid hidden layers, one user per step in id order, PyTorch's
+  # MSELoss over the zeroed output (squared error / number of movies),
+  # torch.optim.RMSprop(lr=0.01, weight_decay=0.5) with its coupled L2,
+  # alpha 0.99 and epsilon outside the square root, PyTorch's default
+  # Linear initialisation, 200 epochs. It scores raw predictions (no
+  # clipping, no fallback), as the tutorial does. Its two accidents, the
+  # gradient sum never cleared and the lost first line of each file, are
+  # off here and switched on by FAITHFUL.
+  "course": dataclasses.replace(
+    _BASE,
+    variant="course",
+    hidden_sizes=(20, 10, 20),
+    activation="sigmoid",
+    output_activation="identity",
+    init="torch",
+    loss_normalization="columns",
+    optimizer="torch_rmsprop",
+    learning_rate=0.01,
+    weight_decay=0.5,
+    rms_decay=0.99,
+    rms_eps=1e-8,
+    epochs=200,
+    batch_size=1,
+    shuffle=False,
+    clip_predictions=False,
+    cold_start_fallback=False,
+  ),
+}
+
+# What reproduces the tutorial's published figures on top of the course
+# variant: PyTorch adds every backward() into .grad and the tutorial never
+# calls zero_grad(), so each step uses the sum of all gradients so far; its
+# CSV reader takes the first rating of each file for a header.
+FAITHFUL: dict[str, Any] = {
+  "accumulate_gradients": True,
+  "drop_first_line": True,
 }
 
 

@@ -3,6 +3,7 @@ r"""Trains an autoencoder variant on MovieLens and reports its test error.
   python -m experiments.movielens --variant=ksparse
   python -m experiments.movielens --variant=stacked --epochs=100 \
       --workdir=runs/stacked
+  python -m experiments.movielens --variant=course --faithful
 
 With no other flag it trains on ML-100k's official u1 split (fetched,
 verified and cached on first use), logs one line per epoch and ends with a
@@ -66,6 +67,13 @@ _DATA_DIR = flags.DEFINE_string(
   "An extracted ml-100k folder (u.data, or <split>.base/.test) to read "
   "instead of the download cache.",
 )
+_FAITHFUL = flags.DEFINE_bool(
+  "faithful",
+  False,
+  "With --variant=course: reproduce the tutorial's published run, whose "
+  "gradients are never cleared (each step uses the sum of all gradients "
+  "so far) and whose reader loses the first rating of each file.",
+)
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "Where results go. Default: a new folder under runs/."
 )
@@ -74,6 +82,13 @@ _WORKDIR = flags.DEFINE_string(
 def config_from_flags(variant: str) -> variants.Config:
   """The variant's defaults overridden by the flags that were given."""
   overrides = {"dataset": _DATASET.value, "split": _SPLIT.value}
+  if _FAITHFUL.value:
+    if _VARIANT.value != "course":
+      raise ValueError(
+        "--faithful reproduces the tutorial's own run and applies only to "
+        f"--variant=course, not --variant={_VARIANT.value}"
+      )
+    overrides.update(variants.FAITHFUL)
   optional = {
     "orientation": _ORIENTATION.value,
     "epochs": _EPOCHS.value,
