@@ -85,16 +85,36 @@ def densify(
 
 
 def epoch_row_order(
-  key: jax.Array, n_rows: int, batch_size: int, shuffle: bool = True
+  key: jax.Array,
+  n_rows: int,
+  batch_size: int,
+  shuffle: bool = True,
+  row_ids: np.ndarray | None = None,
 ) -> jax.Array:
   """Row indices of one epoch as ``(n_batches, batch_size)``, ``-1`` padded.
 
-  ``n_batches = ceil(n_rows / batch_size)``; only the last batch is padded.
+  ``n_batches = ceil(n_rows / batch_size)``; only the last batch is padded,
+  so every batch holds at least one of the rows.
+
+  Args:
+    key: the shuffle key of this epoch.
+    n_rows: how many rows the epoch visits.
+    batch_size: rows per batch.
+    shuffle: visit the rows in a random order (else in the given order).
+    row_ids: the ``n_rows`` row indices to visit; ``arange(n_rows)`` when
+      omitted.
+
+  Returns:
+    int32 row indices.
   """
+  if row_ids is not None and len(row_ids) != n_rows:
+    raise ValueError(f"row_ids holds {len(row_ids)} rows, not {n_rows}")
   n_batches = -(-n_rows // batch_size)
   order = (
     jax.random.permutation(key, n_rows) if shuffle else jnp.arange(n_rows)
   ).astype(jnp.int32)
+  if row_ids is not None:
+    order = jnp.asarray(row_ids, jnp.int32)[order]
   padding = n_batches * batch_size - n_rows
   order = jnp.concatenate([order, jnp.full((padding,), -1, jnp.int32)])
   return order.reshape(n_batches, batch_size)

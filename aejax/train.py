@@ -271,17 +271,40 @@ def train_step(
   mask: jax.Array,
   noise_key: jax.Array,
   hyper: Hyper,
+  *,
+  skip_empty: bool = True,
+  canonical_params: Any = None,
 ) -> tuple[TrainState, StepMetrics]:
   """One update of one member on one batch; pure.
 
   A batch without any observed rating (padding) leaves the state untouched,
   as the tutorial skips users without ratings.
 
+  Args:
+    program: the run's static part.
+    state: the member's state.
+    values: ``(batch, n_columns)`` ratings, 0 where unobserved.
+    mask: where ``values`` holds a rating.
+    noise_key: the key of this batch's corruption noise.
+    hyper: the member's hyper-parameters.
+    skip_empty: guard against a batch without ratings. A caller that never
+      passes one may turn the guard off: it keeps XLA from updating the
+      state in place.
+    canonical_params: ``None`` when ``state`` is in the model's own layout;
+      else ``state`` is in the step layout (``to_step_layout``) and this
+      holds the canonical parameters' shapes.
+
   Returns:
     The new state and the batch's metrics, measured before the update.
   """
-  (loss, reconstruction), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-    state.params, program, values, mask, noise_key, hyper
+
+  def objective(params):
+    if canonical_params is not None:
+      params = from_step_layout(params, canonical_params)
+    return loss_fn(params, program, values, mask, noise_key, hyper)
+
+  (loss, reconstruction), grads = jax.value_and_grad(objective, has_aux=True)(
+    state.params
   )
   updates, opt_state = program.optimizer.update(
     grads, state.opt_state, state.params
@@ -291,32 +314,80 @@ def train_step(
     params=params, opt_state=opt_state, step=state.step + 1
   )
   has_data = mask.any()
-  state = jax.tree.map(
-    lambda new, old: jnp.where(has_data, new, old), updated, state
-  )
+  if skip_empty:
+    updated = jax.tree.map(
+      lambda new, old: jnp.where(has_data, new, old), updated, state
+    )
   errors = metrics.error_sums(
     predictions=reconstruction, targets=values, mask=mask
   )
   counted = has_data.astype(jnp.float32)
-  return state, StepMetrics(errors, loss * counted, counted)
+  return updated, StepMetrics(errors, loss * counted, counted)
+
+
+# XLA:CPU vectorises an element-wise loop along its minor axis, so the
+# optimizer's update of a kernel with a narrow minor axis (1682 x 20) runs
+# several times slower than that of its transpose (20 x 1682).
+_NARROW = 128
+
+
+def _is_narrow(shape: tuple[int, ...]) -> bool:
+  return len(shape) >= 2 and shape[-1] < min(shape[-2], _NARROW)
+
+
+def to_step_layout(tree):
+  """Swaps the last two axes of every leaf whose minor axis is narrow.
+
+  Training carries parameters and optimizer state in this layout through
+  an epoch. It changes no result, because every optimizer of
+  ``aejax.optim`` acts element-wise, and the step hands the model its
+  parameters back in their own layout (``from_step_layout``).
+  """
+  return jax.tree.map(
+    lambda x: jnp.swapaxes(x, -1, -2) if _is_narrow(x.shape) else x, tree
+  )
+
+
+def from_step_layout(tree, canonical):
+  """Undoes ``to_step_layout``; ``canonical`` has the original shapes."""
+  return jax.tree.map(
+    lambda x, like: jnp.swapaxes(x, -1, -2) if _is_narrow(like.shape) else x,
+    tree,
+    canonical,
+  )
 
 
 def make_epoch_fn(program: Program, rows, batch_size: int):
   """A jitted ``epoch(states, hyper, rows, epoch) -> (states, metrics)``.
 
-  ``rows`` are the training rows (``batching.DeviceRows``); ``n_rows`` and
-  the batch capacity are fixed here, so every epoch reuses one program.
-  Each member shuffles its rows with its own key folded with the epoch.
+  ``rows`` are the host training rows (``aejax.data.ratings.Rows``); the
+  rows visited and the batch capacity are fixed here, so every epoch
+  reuses one program. An epoch visits only rows with ratings (as the
+  tutorial skips users without any), so no batch is empty and the step
+  needs no guard. Each member shuffles its rows with its own key folded
+  with the epoch, unless the config keeps them in index order.
   """
-  n_rows = rows.n_rows
+  visited = np.flatnonzero(rows.lengths > 0).astype(np.int32)
   capacity = rows.batch_capacity(batch_size)
   n_columns = program.n_columns
 
   def member_epoch(state, hyper, device_rows, epoch):
     order = batching.epoch_row_order(
-      jax.random.fold_in(state.shuffle_key, epoch), n_rows, batch_size
+      jax.random.fold_in(state.shuffle_key, epoch),
+      len(visited),
+      batch_size,
+      shuffle=program.config.shuffle,
+      row_ids=visited,
     )
     epoch_noise_key = jax.random.fold_in(state.noise_key, epoch)
+    canonical = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+      (state.params, state.opt_state),
+    )
+    state = state._replace(
+      params=to_step_layout(state.params),
+      opt_state=to_step_layout(state.opt_state),
+    )
 
     def body(carry, xs):
       state, totals = carry
@@ -326,13 +397,24 @@ def make_epoch_fn(program: Program, rows, batch_size: int):
       )
       noise_key = jax.random.fold_in(epoch_noise_key, index)
       state, step_metrics = train_step(
-        program, state, values, mask, noise_key, hyper
+        program,
+        state,
+        values,
+        mask,
+        noise_key,
+        hyper,
+        skip_empty=False,
+        canonical_params=canonical[0],
       )
       return (state, totals + step_metrics), None
 
     indices = jnp.arange(order.shape[0], dtype=jnp.int32)
     (state, totals), _ = jax.lax.scan(
       body, (state, StepMetrics.zeros()), (indices, order)
+    )
+    state = state._replace(
+      params=from_step_layout(state.params, canonical[0]),
+      opt_state=from_step_layout(state.opt_state, canonical[1]),
     )
     return state, totals
 
