@@ -1,1 +1,1 @@
-"""Speed and scale benchmarks; each prints its own comparison."""
+"""Speed, scale and PyTorch-parity scripts; each prints its figures."""
