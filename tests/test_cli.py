@@ -114,3 +114,39 @@ def test_all_variants_write_a_comparison(tiny_split, tmp_path):
   assert re.search(
     r"\| variant +\| setting +\| seeds +\| test RMSE", result.stdout
   )
+
+
+def test_faithful_needs_the_course_variant(tmp_path, tiny_split):
+  result = run(
+    f"--data_dir={tiny_split}",
+    "--variant=plain",
+    "--faithful",
+    f"--workdir={tmp_path / 'run'}",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 2
+  assert "applies only to --variant=course, not --variant=plain" in (
+    result.stderr
+  )
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_course_faithful_tiny_run(tmp_path, tiny_split):
+  workdir = tmp_path / "run"
+  result = run(
+    "--variant=course",
+    "--faithful",
+    f"--data_dir={tiny_split}",
+    f"--workdir={workdir}",
+    "--epochs=2",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 0, result.stderr
+  assert "train course RMSE" in result.stdout
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["accumulate_gradients"] and config["drop_first_line"]
+  assert config["optimizer"] == "torch_rmsprop" and config["batch_size"] == 1
+  results = json.loads((workdir / "results.json").read_text())
+  test_lines = (tiny_split / "u1.test").read_text().splitlines()
+  assert results["test_ratings"] == len(test_lines) - 1
