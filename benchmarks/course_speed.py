@@ -7,7 +7,9 @@ reference (``benchmarks/torch_reference.py``), one aejax model, and
 ``--members`` aejax members vmapped into one program. Rounds interleave
 the three so that they share the machine's load; after a warm-up epoch
 each (compilation included for aejax) it prints the minimum and median
-wall time per epoch, the process CPU time, and the ratios:
+wall time per epoch, the minimum process CPU time (all threads; on a
+loaded machine it shows the work done rather than the time spent
+waiting), and the ratios:
 
 - one model: PyTorch's epoch time / ours;
 - members: PyTorch's per-model throughput against ours, i.e.
@@ -138,7 +140,7 @@ def main() -> None:
   one = summary["aejax, 1 model"]
   many = summary[f"aejax, {args.members} members"]
   ratios = {}
-  for stat in ("min", "median"):
+  for stat in ("min", "median", "cpu_min"):
     ratios[f"one_model_{stat}"] = torch_times[stat] / one[stat]
     ratios[f"members_throughput_{stat}"] = (
       args.members * torch_times[stat] / many[stat]
@@ -151,6 +153,11 @@ def main() -> None:
     f"{args.members} members: {ratios['members_throughput_min']:.1f}x "
     f"PyTorch's per-model throughput (min), "
     f"{ratios['members_throughput_median']:.1f}x (median); target 40x"
+  )
+  print(
+    f"by process CPU time (unaffected by waiting for a loaded CPU): one "
+    f"model {ratios['one_model_cpu_min']:.1f}x, {args.members} members "
+    f"{ratios['members_throughput_cpu_min']:.1f}x"
   )
   print(json.dumps({"seconds": summary, "ratios": ratios}))
 
