@@ -335,21 +335,38 @@ def _is_narrow(shape: tuple[int, ...]) -> bool:
   return len(shape) >= 2 and shape[-1] < min(shape[-2], _NARROW)
 
 
-def to_step_layout(tree):
+def to_step_layout(tree: Any) -> Any:
   """Swaps the last two axes of every leaf whose minor axis is narrow.
 
-  Training carries parameters and optimizer state in this layout through
-  an epoch. It changes no result, because every optimizer of
-  ``aejax.optim`` acts element-wise, and the step hands the model its
-  parameters back in their own layout (``from_step_layout``).
+  ``x -> x^T`` (over the last two axes) where ``x`` is at least 2-D and its
+  last axis is shorter than both its second-last axis and 128. Training
+  carries parameters and optimizer state in this layout through an epoch.
+  It changes no result, because every optimizer of ``aejax.optim`` acts
+  element-wise, and the step hands the model its parameters back in their
+  own layout (``from_step_layout``).
+
+  Args:
+    tree: parameters or optimizer state, in the model's layout.
+
+  Returns:
+    The same tree with the narrow leaves transposed.
   """
   return jax.tree.map(
     lambda x: jnp.swapaxes(x, -1, -2) if _is_narrow(x.shape) else x, tree
   )
 
 
-def from_step_layout(tree, canonical):
-  """Undoes ``to_step_layout``; ``canonical`` has the original shapes."""
+def from_step_layout(tree: Any, canonical: Any) -> Any:
+  """Undoes ``to_step_layout``.
+
+  Args:
+    tree: a tree in the step layout.
+    canonical: the same tree's leaves (or their ``jax.ShapeDtypeStruct``)
+      in the model's layout, which tell the transposed leaves apart.
+
+  Returns:
+    ``tree`` in the model's layout.
+  """
   return jax.tree.map(
     lambda x, like: jnp.swapaxes(x, -1, -2) if _is_narrow(like.shape) else x,
     tree,
