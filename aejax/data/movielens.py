@@ -17,32 +17,24 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 
 import numpy as np
 
 from aejax.data import sources
 from aejax.data.ratings import Ratings
+from aejax.errors import DataError
 
 OFFICIAL_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 RATING_RANGE = (0.5, 5.0)
 _MAX_ID = 2**31 - 1
-
-
-class DataError(ValueError):
-  """A data file that cannot be read, with where and why.
-
-  Attributes:
-    path: the file.
-    line: 1-based line number, or 0 when the problem is the whole file.
-    reason: what is wrong.
-  """
-
-  def __init__(self, path: os.PathLike | str, line: int, reason: str):
-    self.path = str(path)
-    self.line = line
-    self.reason = reason
-    where = f"{self.path}:{line}" if line else self.path
-    super().__init__(f"{where}: {reason}")
+_MAX_TIMESTAMP = 2**62
+# Plain decimal integers and numbers only: Python's own parsers also accept
+# digit separators ("1_000"), "nan", "infinity" and unbounded lengths, none
+# of which belongs in a rating file.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]{1,16}(\.[0-9]{0,16})?|\.[0-9]{1,16})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +83,7 @@ def parse_ratings(
       a second rating of the same user and item.
   """
   path = pathlib.Path(path)
-  try:
-    data = path.read_bytes()
-  except OSError as error:
-    raise DataError(path, 0, f"cannot read: {error.strerror}") from None
-  lines = data.splitlines()
+  lines = _read(path).splitlines()
   if not lines:
     raise DataError(path, 1, "the file holds no ratings")
 
@@ -126,11 +114,15 @@ def parse_ratings(
     rating = _parse_rating(fields[2], path, number)
     if not low <= rating <= high:
       raise DataError(
-        path, number, f"rating {fields[2]!r} outside [{low:g}, {high:g}]"
+        path,
+        number,
+        f"rating {_quote(fields[2])} outside [{low:g}, {high:g}]",
       )
     stamp = _parse_int(fields[3], "timestamp", path, number)
-    if stamp < 0 or stamp > 2**62:
-      raise DataError(path, number, f"timestamp {fields[3]!r} out of range")
+    if not 0 <= stamp <= _MAX_TIMESTAMP:
+      raise DataError(
+        path, number, f"timestamp {_quote(fields[3])} out of range"
+      )
     users[index], items[index] = user, item
     values[index], stamps[index] = rating, stamp
 
@@ -138,28 +130,45 @@ def parse_ratings(
   return RawRatings(users, items, values, stamps)
 
 
+def _quote(field: str) -> str:
+  """``field`` for a message: quoted, escaped, and cut to a readable size."""
+  return repr(field) if len(field) <= 40 else repr(field[:40]) + "..."
+
+
 def _parse_int(field: str, what: str, path, number: int) -> int:
+  if len(field) <= 18 and field.isascii() and field.isdigit():
+    return int(field)  # the common case, without the regular expression
   text = field.strip()
-  if not text or not (text.isascii() and text.lstrip("+-").isdigit()):
-    raise DataError(path, number, f"{what} {field!r} is not an integer")
+  if not _INTEGER.fullmatch(text):
+    if _DIGITS.fullmatch(text):
+      raise DataError(path, number, f"{what} {_quote(field)} out of range")
+    raise DataError(path, number, f"{what} {_quote(field)} is not an integer")
   return int(text)
 
 
 def _parse_id(field: str, what: str, path, number: int) -> int:
   value = _parse_int(field, what, path, number)
   if not 1 <= value <= _MAX_ID:
-    raise DataError(path, number, f"{what} {field!r} outside [1, {_MAX_ID}]")
+    raise DataError(
+      path, number, f"{what} {_quote(field)} outside [1, {_MAX_ID}]"
+    )
   return value
 
 
 def _parse_rating(field: str, path, number: int) -> float:
-  try:
-    value = float(field)
-  except ValueError:
-    raise DataError(path, number, f"rating {field!r} is not a number") from None
-  if not math.isfinite(value):
-    raise DataError(path, number, f"rating {field!r} is not finite")
-  return value
+  if len(field) <= 16 and field.isascii() and field.isdigit():
+    return float(field)
+  text = field.strip()
+  if _NUMBER.fullmatch(text):
+    return float(text)
+  reason = "is not a number"
+  if len(text) < 16:
+    try:
+      if not math.isfinite(float(text)):
+        reason = "is not finite"
+    except ValueError:
+      pass
+  raise DataError(path, number, f"rating {_quote(field)} {reason}")
 
 
 def _check_unique(path, users: np.ndarray, items: np.ndarray) -> None:
@@ -292,28 +301,60 @@ def parse_titles(path: os.PathLike | str) -> dict[int, str]:
   Reads ML-100k ``u.item`` (``|`` separated, latin-1), the PyPI copy of it
   (tab separated with a header, UTF-8; titles lack the year, which a third
   column holds) and ML-1M ``movies.dat`` (``::`` separated, latin-1).
+  Blank lines are skipped.
+
+  Args:
+    path: the file.
+
+  Returns:
+    The title of each item id.
+
+  Raises:
+    DataError: naming the file, the line and the problem, for an unreadable
+      file, text that is not in the file's encoding, a line without an id
+      and a title (and a year, in the PyPI copy), an id outside
+      ``[1, 2**31 - 1]``, a second title for one id, or no title at all.
   """
   path = pathlib.Path(path)
-  data = path.read_bytes()
-  titles = {}
-  if data.startswith(b"item_id:token"):
-    for number, line in enumerate(data.decode("utf-8").splitlines()[1:], 2):
-      fields = line.split("\t")
-      if len(fields) < 3:
-        raise DataError(path, number, "expected id, title and year")
-      year = f" ({fields[2]})" if fields[2] else ""
-      titles[_parse_id(fields[0], "item id", path, number)] = fields[1] + year
-    return titles
-  text = data.decode("latin-1")
-  separator = "::" if "::" in text.split("\n", 1)[0] else "|"
-  for number, line in enumerate(text.splitlines(), 1):
+  lines = _read(path).splitlines()
+  if lines and lines[0].startswith(b"item_id:token"):
+    encoding, separator, first, wanted = "utf-8", "\t", 1, 3
+  else:
+    encoding, first, wanted = "latin-1", 0, 2
+    separator = "::" if lines and b"::" in lines[0] else "|"
+  titles: dict[int, str] = {}
+  for index in range(first, len(lines)):
+    number = index + 1
+    try:
+      line = lines[index].decode(encoding)
+    except UnicodeDecodeError:
+      raise DataError(path, number, f"not {encoding} text") from None
     if not line.strip():
       continue
     fields = line.split(separator)
-    if len(fields) < 2:
-      raise DataError(path, number, f"expected fields separated by {separator}")
-    titles[_parse_id(fields[0], "item id", path, number)] = fields[1]
+    if len(fields) < wanted:
+      what = "an id, a title and a year" if wanted == 3 else "an id and a title"
+      raise DataError(
+        path,
+        number,
+        f"expected {what} separated by {separator!r}: {_quote(line)}",
+      )
+    item = _parse_id(fields[0], "item id", path, number)
+    if item in titles:
+      raise DataError(path, number, f"second title for item id {item}")
+    year = f" ({fields[2]})" if wanted == 3 and fields[2] else ""
+    titles[item] = fields[1] + year
+  if not titles:
+    raise DataError(path, 0, "the file holds no titles")
   return titles
+
+
+def _read(path: pathlib.Path) -> bytes:
+  try:
+    return path.read_bytes()
+  except OSError as error:
+    reason = error.strerror or type(error).__name__
+    raise DataError(path, 0, f"cannot read: {reason}") from None
 
 
 @dataclasses.dataclass(frozen=True)
