@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,15 +12,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
+
+from aejax.errors import DataError
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+  """``value`` with numpy arrays and scalars turned into lists and numbers.
+
+  Non-finite floats become None, so that the result is strict JSON.
+  """
   if isinstance(value, Mapping):
-    return {str(k): _jsonable(v) for k, v in value.items()}
+    return {str(k): jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
   if isinstance(value, np.ndarray):
-    return _jsonable(value.tolist())
+    return jsonable(value.tolist())
   if isinstance(value, (np.floating, float)):
     value = float(value)
     return value if math.isfinite(value) else None
@@ -33,22 +41,33 @@ def write_json(path: os.PathLike, data: Any) -> None:
 
   Non-finite floats become ``null``, so the file is strict JSON.
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(_jsonable(data), f, indent=2, allow_nan=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+  text = json.dumps(jsonable(data), indent=2, allow_nan=False)
+  _write_text(pathlib.Path(path), text + "\n")
 
 
 def read_json(path: os.PathLike) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  """The content of a JSON file.
+
+  Raises:
+    DataError: the file cannot be read or is not JSON; the line is named.
+  """
+  data = _read_bytes(path)
+  try:
+    return json.loads(data.decode("utf-8"))
+  except UnicodeDecodeError:
+    raise DataError(path, 0, "not UTF-8 text") from None
+  except json.JSONDecodeError as error:
+    raise DataError(path, error.lineno, f"not JSON: {error.msg}") from None
+  except (ValueError, RecursionError) as error:
+    raise DataError(path, 0, f"not JSON: {type(error).__name__}") from None
+
+
+def _read_bytes(path: os.PathLike) -> bytes:
+  try:
+    return pathlib.Path(path).read_bytes()
+  except OSError as error:
+    reason = error.strerror or type(error).__name__
+    raise DataError(path, 0, f"cannot read: {reason}") from None
 
 
 class MetricsWriter:
@@ -60,7 +79,7 @@ class MetricsWriter:
     self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
 
   def write(self, record: Mapping[str, Any]) -> None:
-    self._file.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
+    self._file.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
     self._file.flush()
 
   def close(self) -> None:
@@ -74,9 +93,87 @@ class MetricsWriter:
 
 
 def read_metrics(path: os.PathLike) -> list[dict[str, Any]]:
-  """The records of a ``metrics.jsonl`` file."""
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of a ``metrics.jsonl`` file, in file order.
+
+  A last line without its line end that is not a whole record is a write
+  cut short by a killed process, and is left out. Blank lines are skipped.
+
+  Raises:
+    DataError: a complete line that is not a JSON object with an integer
+      ``epoch`` of at least 1; the line is named.
+  """
+  lines = _read_bytes(path).split(b"\n")
+  last = lines.pop()  # empty when the file ends with a line end
+  records = [
+    _decode_record(path, number, line)
+    for number, line in enumerate(lines, 1)
+    if line.strip()
+  ]
+  if last.strip():
+    with contextlib.suppress(DataError):
+      records.append(_decode_record(path, len(lines) + 1, last))
+  return records
+
+
+def _decode_record(path, number: int, line: bytes) -> dict[str, Any]:
+  try:
+    record = json.loads(line.decode("utf-8"))
+  except UnicodeDecodeError:
+    raise DataError(path, number, "not UTF-8 text") from None
+  except (ValueError, RecursionError):
+    raise DataError(path, number, "not a JSON record") from None
+  epoch = record.get("epoch") if isinstance(record, dict) else None
+  if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+    raise DataError(path, number, "not a record with an epoch of at least 1")
+  return record
+
+
+def truncate_metrics(path: os.PathLike, epoch: int) -> list[dict[str, Any]]:
+  """Cuts ``metrics.jsonl`` back to epochs ``1 .. epoch``; returns them.
+
+  The file is rewritten atomically (a missing file becomes an empty one),
+  so that records written after the checkpoint of ``epoch`` are dropped
+  before a resumed run appends its own.
+
+  Raises:
+    DataError: the file cannot be read (see ``read_metrics``), or its
+      records up to ``epoch`` are not exactly epochs ``1 .. epoch``.
+  """
+  path = pathlib.Path(path)
+  records = read_metrics(path) if path.exists() else []
+  kept = [r for r in records if r["epoch"] <= epoch]
+  if len(kept) < len(records):
+    logging.warning(
+      "Dropping %d records of %s past epoch %d, the last checkpoint",
+      len(records) - len(kept),
+      path,
+      epoch,
+    )
+  epochs = [r["epoch"] for r in kept]
+  if epochs != list(range(1, epoch + 1)):
+    shown = ", ".join(map(str, epochs[:8])) + (
+      " ..." if len(epochs) > 8 else ""
+    )
+    raise DataError(
+      path, 0, f"holds epochs [{shown}], expected 1 to {epoch} in order"
+    )
+  kept = [jsonable(r) for r in kept]  # strict JSON: NaN becomes null
+  _write_text(
+    path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
+  )
+  return kept
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
 
 
 def sample_std(values: Sequence[float]) -> float:
