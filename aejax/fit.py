@@ -3,8 +3,15 @@
 ``fit`` builds the rows, compiles the epoch and evaluation programs once,
 trains every member for ``config.epochs`` epochs, and writes into the
 workdir: ``config.json``, ``metrics.jsonl`` (one object per epoch with one
-value per member), ``results.json`` and ``learning_curves.png``. Metrics
-leave the device once per epoch.
+value per member), ``checkpoints/`` (every ``config.checkpoint_every``
+epochs and after the last), ``results.json`` and ``learning_curves.png``.
+Metrics leave the device once per epoch.
+
+A workdir that holds a run of the same config and data is resumed from its
+latest checkpoint (see ``aejax.resume``); the result is bitwise the one an
+uninterrupted run gives. A loss or state that stops being finite ends the
+run with the epoch and the member named, and leaves the checkpoints as
+they were.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from aejax import batching, metrics, report, train, variants
+from aejax import batching, checkpoint, metrics, report, resume, train, variants
 from aejax.data.movielens import SplitData
 from aejax.data.ratings import Rows
 from aejax.models import autoencoder
@@ -28,19 +36,57 @@ RESULT_METRICS = ("rmse", "mae", "course_rmse")
 
 
 class NonFiniteLossError(FloatingPointError):
-  """A member's training loss became NaN or infinite."""
+  """A member's training loss, or its state, became NaN or infinite.
 
-  def __init__(self, epoch: int, member: int, settings: dict[str, float]):
+  Attributes:
+    epoch: the 1-based epoch that produced it.
+    member: the member's index.
+    last_checkpoint: the epoch of the newest checkpoint kept, or None.
+  """
+
+  def __init__(
+    self,
+    epoch: int,
+    member: int,
+    settings: dict[str, float],
+    quantity: str = "training loss",
+    last_checkpoint: int | None = None,
+    checkpoint_dir: os.PathLike | str | None = None,
+  ):
     self.epoch = epoch
     self.member = member
+    self.last_checkpoint = last_checkpoint
+    if last_checkpoint is None:
+      kept = "no checkpoint was saved before it"
+    else:
+      kept = (
+        f"the last good checkpoint, of epoch {last_checkpoint}, is kept in "
+        f"{checkpoint_dir}"
+      )
     super().__init__(
-      f"non-finite training loss at epoch {epoch} in member {member} "
-      f"({_describe(settings)})"
+      f"non-finite {quantity} at epoch {epoch} in member {member} "
+      f"({_describe(settings)}); {kept}"
     )
 
 
 def _describe(settings: dict[str, float]) -> str:
   return ", ".join(f"{k}={v:g}" for k, v in sorted(settings.items()))
+
+
+def _finite_members(tree) -> jax.Array:
+  """Per member: whether every float in ``tree`` (member axis first) is
+  finite."""
+  flags = [
+    jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(axis=1)
+    for leaf in jax.tree.leaves(tree)
+    if jnp.issubdtype(leaf.dtype, jnp.floating)
+  ]
+  return jnp.stack(flags).all(axis=0)
+
+
+def _mean(values) -> float:
+  # Records hold JSON values: None stands for NaN.
+  return float(np.mean(np.asarray(values, np.float64)))
 
 
 def _member_figures(totals: metrics.ErrorSums, prefix: str) -> dict:
@@ -71,20 +117,25 @@ def fit(
     config: a validated configuration.
     data: train and test ratings (the test rows are only scored: the
       model's input is always the training row).
-    workdir: the run's folder; created if missing.
+    workdir: the run's folder; created if missing, resumed if it holds a
+      checkpoint of this config and data.
 
   Returns:
     The contents of ``results.json``.
 
   Raises:
-    NonFiniteLossError: a member's loss was not finite; the epoch and the
-      member are named.
+    NonFiniteLossError: a member's loss or state was not finite; the epoch
+      and the member are named, and the checkpoints are left as they were.
+    resume.ResumeError: ``workdir`` holds a run of another config (every
+      differing field is named) or of other data.
+    DataError: ``workdir`` holds a ``config.json`` or ``metrics.jsonl``
+      that cannot be read.
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   config = variants.validate(config)
   members = variants.members(config)
-  report.write_json(workdir / "config.json", config.to_json())
+  fingerprint = resume.data_fingerprint(data)
+  start = resume.start_epoch(workdir, config, fingerprint)
 
   train_rows = Rows.from_ratings(data.train, config.orientation)
   test_rows = Rows.from_ratings(data.test, config.orientation)
@@ -111,6 +162,11 @@ def fit(
     jax.devices(),
   )
 
+  if start:
+    states = resume.restore(workdir, start, states)
+  records = report.truncate_metrics(workdir / "metrics.jsonl", start)
+  report.write_json(workdir / "config.json", config.to_json())
+
   device_rows = batching.DeviceRows.put(train_rows)
   test_data = train.eval_targets(train_rows, test_rows, config.eval_batch_size)
   started = time.perf_counter()
@@ -124,26 +180,41 @@ def fit(
     .lower(states.params, hyper, test_data)
     .compile()
   )
+  finite_fn = jax.jit(_finite_members).lower(states).compile()
   compile_seconds = time.perf_counter() - started
   logging.info("Compiled in %.1f s", compile_seconds)
 
-  records = []
-  train_seconds = 0.0
-  with report.MetricsWriter(workdir / "metrics.jsonl") as writer:
-    for epoch in range(config.epochs):
+  test_totals = None
+  with (
+    checkpoint.Checkpoints(workdir / "checkpoints") as checkpoints,
+    report.MetricsWriter(workdir / "metrics.jsonl") as writer,
+  ):
+    for epoch in range(start, config.epochs):
       started = time.perf_counter()
       states, train_totals = epoch_fn(
         states, hyper, device_rows, np.int32(epoch)
       )
       test_totals = eval_fn(states.params, hyper, test_data)
-      train_totals, test_totals = jax.device_get((train_totals, test_totals))
+      train_totals, test_totals, finite = jax.device_get(
+        (train_totals, test_totals, finite_fn(states))
+      )
       seconds = time.perf_counter() - started
-      train_seconds += seconds
 
       loss = train_totals.loss / np.maximum(train_totals.steps, 1)
-      bad = np.flatnonzero(~np.isfinite(loss))
-      if bad.size:
-        raise NonFiniteLossError(epoch + 1, int(bad[0]), members[bad[0]])
+      for quantity, ok in (
+        ("training loss", np.isfinite(loss)),
+        ("state (parameters or optimizer)", finite),
+      ):
+        if not ok.all():
+          member = int(np.flatnonzero(~ok)[0])
+          raise NonFiniteLossError(
+            epoch + 1,
+            member,
+            members[member],
+            quantity=quantity,
+            last_checkpoint=checkpoints.latest_epoch(),
+            checkpoint_dir=checkpoints.directory,
+          )
       record = {
         "epoch": epoch + 1,
         "seconds": seconds,
@@ -151,23 +222,32 @@ def fit(
         **_member_figures(train_totals.errors, "train"),
         **_member_figures(test_totals, "test"),
       }
+      # The JSON form, as a resumed run reads the earlier epochs back.
+      record = report.jsonable(record)
       writer.write(record)
       records.append(record)
+      if resume.checkpoint_due(epoch + 1, config):
+        checkpoints.save(
+          epoch + 1, states, metrics=record, info={"data": fingerprint}
+        )
       logging.info(
         "epoch %d/%d  train loss %.4f  train RMSE %.4f  test RMSE %.4f  "
         "test course RMSE %.4f  %.2f s",
         epoch + 1,
         config.epochs,
         np.mean(loss),
-        np.mean(record["train_rmse"]),
-        np.mean(record["test_rmse"]),
-        np.mean(record["test_course_rmse"]),
+        _mean(record["train_rmse"]),
+        _mean(record["test_rmse"]),
+        _mean(record["test_course_rmse"]),
         seconds,
       )
+  if test_totals is None:
+    # Resumed after its last epoch: nothing left to train, only to report.
+    test_totals = jax.device_get(eval_fn(states.params, hyper, test_data))
 
   results = summarize_run(config, data, members, records[-1])
   results.update(
-    seconds=train_seconds,
+    seconds=sum(r["seconds"] for r in records),
     compile_seconds=compile_seconds,
     parameters=n_params,
     test_ratings=int(np.asarray(test_totals.count).reshape(-1)[0]),
@@ -194,7 +274,9 @@ def summarize_run(
   per_member = []
   for index, settings in enumerate(members):
     entry = dict(settings)
-    entry.update({name: float(last[name][index]) for name in names})
+    entry.update(
+      {name: float(np.asarray(last[name], np.float64)[index]) for name in names}
+    )
     per_member.append(entry)
   results: dict[str, Any] = {
     "variant": config.variant,

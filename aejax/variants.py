@@ -84,6 +84,9 @@ class Config:
   # Step with the sum of all gradients so far (the tutorial's behaviour).
   accumulate_gradients: bool = False
   epochs: int = 50
+  # Save a checkpoint after every this many epochs, and after the last one.
+  # It may change when a run is resumed, as may epochs.
+  checkpoint_every: int = 10
   # Rows per training step; 1 is the tutorial's one user per step.
   batch_size: int = 32
   # Visit the rows in a new random order each epoch (else in index order,
@@ -264,7 +267,13 @@ def validate(config: Config) -> Config:
     0.0 <= c.rms_decay < 1.0, f"rms_decay must lie in [0, 1), not {c.rms_decay}"
   )
   _check(c.rms_eps > 0.0, f"rms_eps must be positive, not {c.rms_eps}")
-  for field in ("epochs", "batch_size", "eval_batch_size", "seeds"):
+  for field in (
+    "epochs",
+    "checkpoint_every",
+    "batch_size",
+    "eval_batch_size",
+    "seeds",
+  ):
     value = getattr(c, field)
     _check(
       isinstance(value, int) and value > 0,

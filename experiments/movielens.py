@@ -22,8 +22,9 @@ import sys
 
 from absl import app, flags, logging
 
-from aejax import fit, report, variants
+from aejax import fit, report, resume, variants
 from aejax.data import movielens, sources
+from aejax.errors import DataError
 
 _VARIANT = flags.DEFINE_enum(
   "variant",
@@ -75,7 +76,15 @@ _FAITHFUL = flags.DEFINE_bool(
   "so far) and whose reader loses the first rating of each file.",
 )
 _WORKDIR = flags.DEFINE_string(
-  "workdir", None, "Where results go. Default: a new folder under runs/."
+  "workdir",
+  None,
+  "Where results go. Default: a new folder under runs/. The same command "
+  "with the same workdir resumes from its latest checkpoint.",
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+  "checkpoint_every",
+  None,
+  "Save a checkpoint every this many epochs (and after the last).",
 )
 
 
@@ -92,6 +101,7 @@ def config_from_flags(variant: str) -> variants.Config:
   optional = {
     "orientation": _ORIENTATION.value,
     "epochs": _EPOCHS.value,
+    "checkpoint_every": _CHECKPOINT_EVERY.value,
     "batch_size": _BATCH_SIZE.value,
     "learning_rate": _LEARNING_RATE.value,
     "weight_decay": _WEIGHT_DECAY.value,
@@ -160,6 +170,17 @@ def results_table(results: dict) -> str:
   return report.format_table(header, rows)
 
 
+# Exit status of a run stopped by a NaN or infinite loss (2 is bad input).
+EXIT_DIVERGED = 3
+
+
+def fail(error: Exception | str, status: int) -> int:
+  """Prints ``error`` as one line on stderr; returns ``status``."""
+  message = " ".join(str(error).split())
+  print(f"error: {message}", file=sys.stderr)
+  return status
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -178,32 +199,37 @@ def main(argv):
       test_fraction=first.test_fraction,
       drop_first_line=first.drop_first_line,
     )
-  except (movielens.DataError, ValueError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+  except ValueError as error:  # DataError included
+    return fail(error, 2)
   except sources.FetchError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
+    return fail(error, 1)
 
   workdir = pathlib.Path(_WORKDIR.value or default_workdir(first))
   logging.info("Workdir %s", workdir)
-  if len(configs) == 1:
-    results = fit.fit(first, data, workdir)
-    print()
-    print(summary_line(results))
-    print(results_table(results))
-    print(f"\nResults in {workdir}")
-    return 0
+  prefix = ""
+  try:
+    if len(configs) == 1:
+      results = fit.fit(first, data, workdir)
+      print()
+      print(summary_line(results))
+      print(results_table(results))
+      print(f"\nResults in {workdir}")
+      return 0
 
-  runs, curves = [], {}
-  for config in configs:
-    logging.info("=== %s ===", config.variant)
-    results = fit.fit(config, data, workdir / config.variant)
-    runs.append(results)
-    curves[config.variant] = report.read_metrics(
-      workdir / config.variant / "metrics.jsonl"
-    )
-    print(summary_line(results), flush=True)
+    runs, curves = [], {}
+    for config in configs:
+      prefix = f"variant {config.variant}: "
+      logging.info("=== %s ===", config.variant)
+      results = fit.fit(config, data, workdir / config.variant)
+      runs.append(results)
+      curves[config.variant] = report.read_metrics(
+        workdir / config.variant / "metrics.jsonl"
+      )
+      print(summary_line(results), flush=True)
+  except (DataError, resume.ResumeError) as error:
+    return fail(f"{prefix}{error}", 2)
+  except fit.NonFiniteLossError as error:
+    return fail(f"{prefix}{error}", EXIT_DIVERGED)
   table = report.write_comparison(workdir, runs, curves)
   print()
   print(table)

@@ -150,3 +150,60 @@ def test_course_faithful_tiny_run(tmp_path, tiny_split):
   results = json.loads((workdir / "results.json").read_text())
   test_lines = (tiny_split / "u1.test").read_text().splitlines()
   assert results["test_ratings"] == len(test_lines) - 1
+
+
+def run_in_process(*argv):
+  """Runs the script's ``main`` here, sparing a process start."""
+  from absl import flags
+
+  from experiments import movielens as script
+
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["movielens", *argv])
+  try:
+    return script.main(["movielens"])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def error_lines(text):
+  return [line for line in text.splitlines() if line.startswith("error")]
+
+
+def test_nan_loss_gives_one_line_nonzero_status_and_keeps_checkpoint(
+  tiny_split, tmp_path, capsys
+):
+  workdir = tmp_path / "run"
+  status = run_in_process(
+    "--variant=denoising",
+    f"--data_dir={tiny_split}",
+    f"--workdir={workdir}",
+    "--hidden_sizes=8",
+    "--batch_size=4",
+    "--epochs=20",
+    "--checkpoint_every=1",
+    "--weight_decay=1e-4",
+    "--sweep=learning_rate=1e-3,1e6",
+  )
+  assert status == 3
+  (message,) = error_lines(capsys.readouterr().err)
+  assert message.startswith("error: non-finite training loss at epoch ")
+  assert "in member 1 (" in message and "learning_rate=1e+06" in message
+  assert f"is kept in {workdir / 'checkpoints'}" in message
+  assert any(p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
+  assert not (workdir / "results.json").exists()
+
+
+def test_changed_config_in_a_workdir_gives_one_line_and_status_2(
+  tiny_split, tmp_path, capsys
+):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  earlier = variants.get_config("ksparse", learning_rate=0.01, k=7)
+  (workdir / "config.json").write_text(json.dumps(earlier.to_json()))
+  status = run_in_process(f"--data_dir={tiny_split}", f"--workdir={workdir}")
+  assert status == 2
+  (message,) = error_lines(capsys.readouterr().err)
+  assert "holds a run with another config (" in message
+  assert "k: 7 -> 50" in message and "learning_rate: 0.01 -> 0.001" in message
+  assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
