@@ -18,6 +18,7 @@ back to the checkpoint's epoch before new epochs are appended.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -153,7 +154,8 @@ def start_epoch(
     epoch = checkpoints.latest_epoch()
     if epoch is None:
       return 0
-    saved = checkpoints.info(epoch).get("data")
+    with _unreadable(directory, epoch):
+      saved = checkpoints.info(epoch).get("data")
   if epoch > config.epochs:
     raise ResumeError(
       f"epochs: {config.epochs} is fewer than the {epoch} already trained "
@@ -179,10 +181,27 @@ def restore(workdir: os.PathLike | str, epoch: int, like: Any) -> Any:
     The state, shaped, typed and placed like ``like``.
   """
   directory = pathlib.Path(workdir) / "checkpoints"
-  with checkpoint.Checkpoints(directory) as checkpoints:
+  with (
+    checkpoint.Checkpoints(directory) as checkpoints,
+    _unreadable(directory, epoch),
+  ):
     state = checkpoints.restore(epoch, like).state
   logging.info("Resuming after epoch %d from %s", epoch, directory)
   return state
+
+
+@contextlib.contextmanager
+def _unreadable(directory: pathlib.Path, epoch: int):
+  """Turns what a damaged checkpoint raises into a ResumeError."""
+  try:
+    yield
+  except (OSError, ValueError, KeyError) as error:
+    reason = (str(error).splitlines() or [""])[0][:200]
+    raise ResumeError(
+      f"the checkpoint of epoch {epoch} in {directory} cannot be read "
+      f"({type(error).__name__}: {reason}); remove it or use another "
+      "--workdir"
+    ) from error
 
 
 def checkpoint_due(epoch: int, config: Config) -> bool:

@@ -272,3 +272,23 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(
   assert [r["epoch"] for r in records] == list(range(1, 61))
   expected = report.read_metrics(reference_dir / "metrics.jsonl")
   assert without_seconds(records) == without_seconds(expected)
+
+
+@pytest.mark.parametrize("damage", ["meta", "state"])
+def test_damaged_checkpoint_is_a_resume_error(tmp_path, damage):
+  config = tiny_config()
+  workdir = tmp_path / "run"
+  report.write_json(workdir / "config.json", config.to_json())
+  state = {"weights": jax.numpy.arange(6.0), "key": jax.random.key(3)}
+  with checkpoint.Checkpoints(workdir / "checkpoints") as checkpoints:
+    checkpoints.save(2, state, info={"data": "fingerprint"})
+  step = workdir / "checkpoints" / "2"
+  if damage == "meta":
+    (step / "meta" / "metadata").write_text('{"epoch": 2, "inf')
+  else:
+    for path in (step / "state").rglob("*"):
+      if path.is_file() and path.parent.name == "d":
+        path.write_bytes(b"\0" * 16)
+  with pytest.raises(resume.ResumeError, match=r"epoch 2 .* cannot be read"):
+    epoch = resume.start_epoch(workdir, config, "fingerprint")
+    resume.restore(workdir, epoch, state)
