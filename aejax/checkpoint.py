@@ -39,6 +39,8 @@ from orbax.checkpoint import checkpoint_managers
 
 from aejax import report
 
+# TODO: one figure ranks a checkpoint for all members - an ensemble whose
+# members peak at different epochs keeps only the epoch best on average.
 _STATE = "state"
 _META = "meta"
 _BEST = "best_metric"
