@@ -119,14 +119,16 @@ class Config:
 _BASE = Config()
 
 VARIANTS: dict[str, Config] = {
-  # One sigmoid hidden layer, linear output.
+  # One sigmoid hidden layer, linear output. Weight decay is the only
+  # regulariser: without it the 1.7M parameters fit the 80,000 training
+  # ratings (train RMSE 0.2) and test RMSE climbs past 1.1.
   "plain": dataclasses.replace(
     _BASE,
     variant="plain",
     hidden_sizes=(500,),
-    learning_rate=1e-3,
-    weight_decay=0.0,
-    epochs=50,
+    learning_rate=3e-4,
+    weight_decay=3.0,
+    epochs=60,
     batch_size=32,
   ),
   # Linear code of which only the k largest units survive per user
@@ -143,24 +145,27 @@ VARIANTS: dict[str, Config] = {
     batch_size=32,
   ),
   # Masking noise on the input, clean target (Vincent et al., 2008).
+  # The noise regularises too, so it trains longer than plain before
+  # over-fitting.
   "denoising": dataclasses.replace(
     _BASE,
     variant="denoising",
     hidden_sizes=(500,),
     noise_rate=0.25,
-    learning_rate=1e-3,
-    weight_decay=0.0,
-    epochs=50,
+    learning_rate=3e-4,
+    weight_decay=3.0,
+    epochs=100,
     batch_size=32,
   ),
-  # The tutorial's 20-10-20 sigmoid stack.
+  # The tutorial's 20-10-20 sigmoid stack. Its narrow code is its
+  # regulariser; it over-fits after about 40 epochs at this rate.
   "stacked": dataclasses.replace(
     _BASE,
     variant="stacked",
     hidden_sizes=(20, 10, 20),
     learning_rate=1e-2,
     weight_decay=0.0,
-    epochs=50,
+    epochs=40,
     batch_size=32,
   ),
   # The tutorial's PyTorch model as it is written: 1682-20-10-20-1682 with
