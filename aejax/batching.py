@@ -27,13 +27,17 @@ class DeviceRows(NamedTuple):
   values: jax.Array
 
   @classmethod
-  def put(cls, rows: Rows, sharding=None) -> DeviceRows:
-    """Copies host rows to the device (replicated under ``sharding``)."""
+  def host(cls, rows: Rows) -> DeviceRows:
+    """The arrays to copy, still on the host (numpy)."""
     # An empty data set still needs one entry so that gathers have a target.
     columns = rows.columns if rows.nnz else np.zeros(1, np.int32)
     values = rows.values if rows.nnz else np.zeros(1, np.float32)
-    arrays = (rows.indptr, columns, values)
-    return cls(*(jax.device_put(a, sharding) for a in arrays))
+    return cls(rows.indptr, columns, values)
+
+  @classmethod
+  def put(cls, rows: Rows, sharding=None) -> DeviceRows:
+    """Copies host rows to the device (replicated under ``sharding``)."""
+    return cls(*(jax.device_put(a, sharding) for a in cls.host(rows)))
 
 
 def densify(

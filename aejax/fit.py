@@ -16,6 +16,7 @@ they were.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import time
@@ -25,8 +26,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from aejax import batching, checkpoint, metrics, report, resume, train, variants
+from aejax import (
+  batching,
+  checkpoint,
+  metrics,
+  parallel,
+  report,
+  resume,
+  train,
+  variants,
+)
 from aejax.data.movielens import SplitData
 from aejax.data.ratings import Rows
 from aejax.models import autoencoder
@@ -84,6 +96,30 @@ def _finite_members(tree) -> jax.Array:
   return jnp.stack(flags).all(axis=0)
 
 
+def _replicated_output(mesh: Mesh | None) -> dict[str, Any]:
+  # Under a mesh every process reads the flags, so each holds them all.
+  if mesh is None:
+    return {}
+  return {"out_shardings": parallel.replicated(mesh)}
+
+
+def _check_same_start(start: int, workdir: pathlib.Path) -> None:
+  """Checks that every process resumes after the same epoch.
+
+  Also a barrier: no process writes into the workdir (nor opens its
+  checkpoints, which orbax synchronises) before all have read it.
+  """
+  if jax.process_count() == 1:
+    return
+  found = np.asarray(multihost_utils.process_allgather(np.int32(start)))
+  if np.any(found != start):
+    raise resume.ResumeError(
+      f"the processes found different checkpoints in {workdir} (epochs "
+      f"{found.tolist()} by process); every process must see the same "
+      "workdir"
+    )
+
+
 def _mean(values) -> float:
   # Records hold JSON values: None stands for NaN.
   return float(np.mean(np.asarray(values, np.float64)))
@@ -110,6 +146,7 @@ def fit(
   config: Config,
   data: SplitData,
   workdir: os.PathLike | str,
+  mesh: Mesh | None = None,
 ) -> dict[str, Any]:
   """Trains the members of ``config`` on ``data``; writes into ``workdir``.
 
@@ -118,7 +155,11 @@ def fit(
     data: train and test ratings (the test rows are only scored: the
       model's input is always the training row).
     workdir: the run's folder; created if missing, resumed if it holds a
-      checkpoint of this config and data.
+      checkpoint of this config and data. With several processes only
+      process 0 writes its files, and every process must see the folder
+      (as orbax's checkpoints need), to resume from the same checkpoint.
+    mesh: a device mesh (``aejax.parallel``) to split members and batch
+      rows over; None trains on one device.
 
   Returns:
     The contents of ``results.json``.
@@ -134,8 +175,18 @@ def fit(
   workdir = pathlib.Path(workdir)
   config = variants.validate(config)
   members = variants.members(config)
+  parallel.check_layout(
+    mesh,
+    len(members),
+    {
+      "batch_size": config.batch_size,
+      "eval_batch_size": config.eval_batch_size,
+    },
+  )
   fingerprint = resume.data_fingerprint(data)
   start = resume.start_epoch(workdir, config, fingerprint)
+  _check_same_start(start, workdir)
+  writes = jax.process_index() == 0
 
   train_rows = Rows.from_ratings(data.train, config.orientation)
   test_rows = Rows.from_ratings(data.test, config.orientation)
@@ -148,7 +199,7 @@ def fit(
   )
   logging.info(
     "%s on %s/%s (%s rows): %d rows x %d columns, %d train and %d test "
-    "ratings, %d members of %d parameters, devices %s",
+    "ratings, %d members of %d parameters, %s of devices %s",
     config.variant,
     data.name,
     data.split,
@@ -159,35 +210,58 @@ def fit(
     test_rows.nnz,
     len(members),
     n_params,
+    parallel.describe(mesh),
     jax.devices(),
   )
 
+  if mesh is None:
+    device_rows = batching.DeviceRows.put(train_rows)
+  else:
+    states, hyper = parallel.put(
+      (states, hyper), parallel.member_sharding(mesh)
+    )
+    device_rows = parallel.put_rows(train_rows, mesh)
   if start:
+    # Restored arrays take the placement of the template: here the
+    # member sharding of the mesh.
     states = resume.restore(workdir, start, states)
-  records = report.truncate_metrics(workdir / "metrics.jsonl", start)
-  report.write_json(workdir / "config.json", config.to_json())
-
-  device_rows = batching.DeviceRows.put(train_rows)
-  test_data = train.eval_targets(train_rows, test_rows, config.eval_batch_size)
+  metrics_path = workdir / "metrics.jsonl"
+  records = report.truncate_metrics(metrics_path, start, rewrite=writes)
+  if writes:
+    report.write_json(workdir / "config.json", config.to_json())
+  test_data = train.eval_targets(
+    train_rows,
+    test_rows,
+    config.eval_batch_size,
+    inputs=device_rows,
+    mesh=mesh,
+  )
   started = time.perf_counter()
   epoch_fn = (
-    train.make_epoch_fn(program, train_rows, config.batch_size)
+    train.make_epoch_fn(program, train_rows, config.batch_size, mesh)
     .lower(states, hyper, device_rows, np.int32(0))
     .compile()
   )
   eval_fn = (
-    train.make_eval_fn(program, train_rows, test_rows, config.eval_batch_size)
+    train.make_eval_fn(
+      program, train_rows, test_rows, config.eval_batch_size, mesh
+    )
     .lower(states.params, hyper, test_data)
     .compile()
   )
-  finite_fn = jax.jit(_finite_members).lower(states).compile()
+  finite_fn = (
+    jax.jit(_finite_members, **_replicated_output(mesh)).lower(states).compile()
+  )
   compile_seconds = time.perf_counter() - started
   logging.info("Compiled in %.1f s", compile_seconds)
 
   test_totals = None
+  writer_context = (
+    report.MetricsWriter(metrics_path) if writes else contextlib.nullcontext()
+  )
   with (
     checkpoint.Checkpoints(workdir / "checkpoints") as checkpoints,
-    report.MetricsWriter(workdir / "metrics.jsonl") as writer,
+    writer_context as writer,
   ):
     for epoch in range(start, config.epochs):
       started = time.perf_counter()
@@ -224,7 +298,8 @@ def fit(
       }
       # The JSON form, as a resumed run reads the earlier epochs back.
       record = report.jsonable(record)
-      writer.write(record)
+      if writes:
+        writer.write(record)
       records.append(record)
       if resume.checkpoint_due(epoch + 1, config):
         checkpoints.save(
@@ -252,12 +327,13 @@ def fit(
     parameters=n_params,
     test_ratings=int(np.asarray(test_totals.count).reshape(-1)[0]),
   )
-  report.write_json(workdir / "results.json", results)
-  report.plot_learning_curves(
-    records,
-    workdir / "learning_curves.png",
-    title=f"{config.variant} on {data.name} {data.split}",
-  )
+  if writes:
+    report.write_json(workdir / "results.json", results)
+    report.plot_learning_curves(
+      records,
+      workdir / "learning_curves.png",
+      title=f"{config.variant} on {data.name} {data.split}",
+    )
   return results
 
 

@@ -128,12 +128,16 @@ def _decode_record(path, number: int, line: bytes) -> dict[str, Any]:
   return record
 
 
-def truncate_metrics(path: os.PathLike, epoch: int) -> list[dict[str, Any]]:
+def truncate_metrics(
+  path: os.PathLike, epoch: int, *, rewrite: bool = True
+) -> list[dict[str, Any]]:
   """Cuts ``metrics.jsonl`` back to epochs ``1 .. epoch``; returns them.
 
   The file is rewritten atomically (a missing file becomes an empty one),
   so that records written after the checkpoint of ``epoch`` are dropped
-  before a resumed run appends its own.
+  before a resumed run appends its own. With ``rewrite=False`` the records
+  are only read and checked, as by the processes of a run that do not
+  write its files.
 
   Raises:
     DataError: the file cannot be read (see ``read_metrics``), or its
@@ -158,9 +162,10 @@ def truncate_metrics(path: os.PathLike, epoch: int) -> list[dict[str, Any]]:
       path, 0, f"holds epochs [{shown}], expected 1 to {epoch} in order"
     )
   kept = [jsonable(r) for r in kept]  # strict JSON: NaN becomes null
-  _write_text(
-    path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
-  )
+  if rewrite:
+    _write_text(
+      path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
+    )
   return kept
 
 

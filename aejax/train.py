@@ -14,6 +14,7 @@ an epoch; the caller fetches the epoch's summed metrics once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -22,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
-from aejax import batching, losses, metrics, optim
+from aejax import batching, losses, metrics, optim, parallel
 from aejax.models import autoencoder, sparsity
 from aejax.variants import Config
 
@@ -378,7 +380,9 @@ def from_step_layout(tree: Any, canonical: Any) -> Any:
   )
 
 
-def make_epoch_fn(program: Program, rows, batch_size: int):
+def make_epoch_fn(
+  program: Program, rows, batch_size: int, mesh: Mesh | None = None
+):
   """A jitted ``epoch(states, hyper, rows, epoch) -> (states, metrics)``.
 
   ``rows`` are the host training rows (``aejax.data.ratings.Rows``); the
@@ -387,10 +391,17 @@ def make_epoch_fn(program: Program, rows, batch_size: int):
   tutorial skips users without any), so no batch is empty and the step
   needs no guard. Each member shuffles its rows with its own key folded
   with the epoch, unless the config keeps them in index order.
+
+  With a ``mesh`` (see ``aejax.parallel``) members are split over its
+  ``members`` axis and the rows of every batch over its ``data`` axis; the
+  states and hyper-parameters must then be placed with
+  ``parallel.member_sharding`` and the rows replicated. A device's share of
+  the last batch may be all padding; the batch as a whole is not, and the
+  step sees the whole batch.
   """
   visited = np.flatnonzero(rows.lengths > 0).astype(np.int32)
-  capacity = rows.batch_capacity(batch_size)
   n_columns = program.n_columns
+  densify = parallel.densifier(mesh, rows, batch_size, n_columns)
 
   def member_epoch(state, hyper, device_rows, epoch):
     order = batching.epoch_row_order(
@@ -413,9 +424,7 @@ def make_epoch_fn(program: Program, rows, batch_size: int):
     def body(carry, xs):
       state, totals = carry
       index, row_ids = xs
-      values, mask = batching.densify(
-        device_rows, row_ids, n_columns=n_columns, capacity=capacity
-      )
+      values, mask = densify(device_rows, row_ids)
       noise_key = jax.random.fold_in(epoch_noise_key, index)
       state, step_metrics = train_step(
         program,
@@ -439,8 +448,21 @@ def make_epoch_fn(program: Program, rows, batch_size: int):
     )
     return state, totals
 
-  batched = jax.vmap(member_epoch, in_axes=(0, 0, None, None))
-  return jax.jit(batched, donate_argnums=0)
+  if mesh is None:
+    batched = jax.vmap(member_epoch, in_axes=(0, 0, None, None))
+    return jax.jit(batched, donate_argnums=0)
+  batched = jax.vmap(
+    member_epoch, in_axes=(0, 0, None, None), spmd_axis_name=parallel.MEMBERS
+  )
+  members = parallel.member_sharding(mesh)
+  everywhere = parallel.replicated(mesh)
+  return jax.jit(
+    batched,
+    donate_argnums=0,
+    in_shardings=(members, members, everywhere, everywhere),
+    # Metrics are replicated so that every process can read them.
+    out_shardings=(members, everywhere),
+  )
 
 
 class EvalTargets(NamedTuple):
@@ -465,20 +487,40 @@ class EvalTargets(NamedTuple):
   high: jax.Array
 
 
-def eval_targets(train_rows, target_rows, batch_size: int) -> EvalTargets:
-  """Builds ``EvalTargets`` from host rows (training input, held-out)."""
+def eval_targets(
+  train_rows,
+  target_rows,
+  batch_size: int,
+  *,
+  inputs: batching.DeviceRows | None = None,
+  mesh: Mesh | None = None,
+) -> EvalTargets:
+  """Builds ``EvalTargets`` from host rows (training input, held-out).
+
+  ``inputs`` may pass the training rows already on the device, so that
+  they are not copied twice; with a ``mesh`` everything is replicated on it.
+  """
   scored = np.flatnonzero(target_rows.lengths > 0).astype(np.int32)
   seen = np.zeros(train_rows.n_columns, bool)
   seen[train_rows.columns] = True
   values = train_rows.values
+  host = {
+    "order": batching.fixed_row_order(scored, batch_size),
+    "column_seen": seen,
+    "fallback": np.float32(values.mean() if len(values) else 0.0),
+    "low": np.float32(values.min() if len(values) else 0.0),
+    "high": np.float32(values.max() if len(values) else 0.0),
+  }
+  if mesh is None:
+    put_rows = batching.DeviceRows.put
+    placed = {name: jnp.asarray(value) for name, value in host.items()}
+  else:
+    put_rows = functools.partial(parallel.put_rows, mesh=mesh)
+    placed = parallel.put(host, parallel.replicated(mesh))
   return EvalTargets(
-    inputs=batching.DeviceRows.put(train_rows),
-    targets=batching.DeviceRows.put(target_rows),
-    order=jnp.asarray(batching.fixed_row_order(scored, batch_size)),
-    column_seen=jnp.asarray(seen),
-    fallback=jnp.float32(values.mean() if len(values) else 0.0),
-    low=jnp.float32(values.min() if len(values) else 0.0),
-    high=jnp.float32(values.max() if len(values) else 0.0),
+    inputs=put_rows(train_rows) if inputs is None else inputs,
+    targets=put_rows(target_rows),
+    **placed,
   )
 
 
@@ -510,23 +552,27 @@ def predict(
   return predictions
 
 
-def make_eval_fn(program: Program, train_rows, target_rows, batch_size: int):
+def make_eval_fn(
+  program: Program,
+  train_rows,
+  target_rows,
+  batch_size: int,
+  mesh: Mesh | None = None,
+):
   """A jitted ``evaluate(params, hyper, targets) -> ErrorSums`` per member.
 
   ``train_rows`` and ``target_rows`` (host ``Rows``) fix the capacities.
+  With a ``mesh`` the rows of each batch are split over its ``data`` axis
+  and the members over its ``members`` axis, as in training.
   """
   n_columns = program.n_columns
-  input_capacity = train_rows.batch_capacity(batch_size)
-  target_capacity = target_rows.batch_capacity(batch_size)
+  densify_inputs = parallel.densifier(mesh, train_rows, batch_size, n_columns)
+  densify_targets = parallel.densifier(mesh, target_rows, batch_size, n_columns)
 
   def member_eval(params, hyper, data: EvalTargets):
     def body(totals, row_ids):
-      inputs, input_mask = batching.densify(
-        data.inputs, row_ids, n_columns=n_columns, capacity=input_capacity
-      )
-      targets, target_mask = batching.densify(
-        data.targets, row_ids, n_columns=n_columns, capacity=target_capacity
-      )
+      inputs, input_mask = densify_inputs(data.inputs, row_ids)
+      targets, target_mask = densify_targets(data.targets, row_ids)
       predictions = predict(
         program,
         params,
@@ -546,4 +592,15 @@ def make_eval_fn(program: Program, train_rows, target_rows, batch_size: int):
     totals, _ = jax.lax.scan(body, metrics.ErrorSums.zeros(), data.order)
     return totals
 
-  return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, None)))
+  if mesh is None:
+    return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, None)))
+  batched = jax.vmap(
+    member_eval, in_axes=(0, 0, None), spmd_axis_name=parallel.MEMBERS
+  )
+  members = parallel.member_sharding(mesh)
+  everywhere = parallel.replicated(mesh)
+  return jax.jit(
+    batched,
+    in_shardings=(members, members, everywhere),
+    out_shardings=everywhere,
+  )

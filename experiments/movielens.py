@@ -20,9 +20,10 @@ import datetime
 import pathlib
 import sys
 
+import jax
 from absl import app, flags, logging
 
-from aejax import fit, report, resume, variants
+from aejax import fit, parallel, report, resume, variants
 from aejax.data import movielens, sources
 from aejax.errors import DataError
 
@@ -85,6 +86,29 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer(
   "checkpoint_every",
   None,
   "Save a checkpoint every this many epochs (and after the last).",
+)
+_MESH = flags.DEFINE_string(
+  "mesh",
+  "",
+  "Device mesh, e.g. members:2,data:4 (members split over devices, batch "
+  "rows split over devices); one size may be -1. Default: one device.",
+)
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "host:port of process 0, for a run over several processes.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Processes of a multi-process run."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "This process's index in a multi-process run."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed",
+  False,
+  "Join a multi-process run described by the environment (Cloud TPU pod "
+  "slices, SLURM, Open MPI, Kubernetes, or JAX_COORDINATOR_ADDRESS).",
 )
 
 
@@ -188,9 +212,26 @@ def main(argv):
     list(variants.VARIANTS) if _VARIANT.value == "all" else [_VARIANT.value]
   )
   try:
+    # Before anything touches a device.
+    parallel.initialize_distributed(
+      _COORDINATOR_ADDRESS.value,
+      _NUM_PROCESSES.value,
+      _PROCESS_ID.value,
+      from_environment=_DISTRIBUTED.value,
+    )
     # Every config is validated before any data is read or program compiled.
     configs = [config_from_flags(name) for name in names]
     first = configs[0]
+    mesh = parallel.mesh_from_flag(_MESH.value)
+    for config in configs:
+      parallel.check_layout(
+        mesh,
+        len(variants.members(config)),
+        {
+          "batch_size": config.batch_size,
+          "eval_batch_size": config.eval_batch_size,
+        },
+      )
     data = movielens.load(
       first.dataset,
       first.split,
@@ -206,30 +247,36 @@ def main(argv):
 
   workdir = pathlib.Path(_WORKDIR.value or default_workdir(first))
   logging.info("Workdir %s", workdir)
+  # With several processes only process 0 writes and reports.
+  primary = jax.process_index() == 0
   prefix = ""
   try:
     if len(configs) == 1:
-      results = fit.fit(first, data, workdir)
-      print()
-      print(summary_line(results))
-      print(results_table(results))
-      print(f"\nResults in {workdir}")
+      results = fit.fit(first, data, workdir, mesh=mesh)
+      if primary:
+        print()
+        print(summary_line(results))
+        print(results_table(results))
+        print(f"\nResults in {workdir}")
       return 0
 
     runs, curves = [], {}
     for config in configs:
       prefix = f"variant {config.variant}: "
       logging.info("=== %s ===", config.variant)
-      results = fit.fit(config, data, workdir / config.variant)
+      results = fit.fit(config, data, workdir / config.variant, mesh=mesh)
       runs.append(results)
-      curves[config.variant] = report.read_metrics(
-        workdir / config.variant / "metrics.jsonl"
-      )
-      print(summary_line(results), flush=True)
+      if primary:
+        curves[config.variant] = report.read_metrics(
+          workdir / config.variant / "metrics.jsonl"
+        )
+        print(summary_line(results), flush=True)
   except (DataError, resume.ResumeError) as error:
     return fail(f"{prefix}{error}", 2)
   except fit.NonFiniteLossError as error:
     return fail(f"{prefix}{error}", EXIT_DIVERGED)
+  if not primary:
+    return 0
   table = report.write_comparison(workdir, runs, curves)
   print()
   print(table)

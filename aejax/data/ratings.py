@@ -110,7 +110,10 @@ class Rows:
       n_rows, n_columns = ratings.n_items, ratings.n_users
     else:
       raise ValueError(f"orientation must be user or item, not {orientation!r}")
-    order = np.lexsort((col, row))
+    # One int64 key sorts several times faster than lexsort on two arrays.
+    key = row.astype(np.int64) * max(n_columns, 1) + col
+    order = np.argsort(key, kind="stable")
+    del key
     counts = np.bincount(row, minlength=n_rows)
     indptr = np.zeros(n_rows + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
