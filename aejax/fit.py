@@ -30,7 +30,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from aejax import (
-  batching,
   checkpoint,
   metrics,
   parallel,
@@ -214,13 +213,7 @@ def fit(
     jax.devices(),
   )
 
-  if mesh is None:
-    device_rows = batching.DeviceRows.put(train_rows)
-  else:
-    states, hyper = parallel.put(
-      (states, hyper), parallel.member_sharding(mesh)
-    )
-    device_rows = parallel.put_rows(train_rows, mesh)
+  states, hyper, device_rows = parallel.place(mesh, states, hyper, train_rows)
   if start:
     # Restored arrays take the placement of the template: here the
     # member sharding of the mesh.

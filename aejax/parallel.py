@@ -21,7 +21,6 @@ densify their share of every batch.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -183,8 +182,16 @@ def put(tree: Any, sharding: NamedSharding) -> Any:
   """Places every array of ``tree`` on the mesh under ``sharding``.
 
   Each process passes the same host values and materialises only the
-  shards of its own devices, so this works across processes as well.
-  Typed PRNG keys keep their type.
+  shards of its own devices (``jax.make_array_from_callback``), so this
+  works across processes as well, without comparing the values between
+  them. Typed PRNG keys keep their type.
+
+  Args:
+    tree: arrays (numpy, or JAX arrays that this process can read).
+    sharding: where the arrays go.
+
+  Returns:
+    The same tree of global ``jax.Array``s.
   """
   return jax.tree.map(lambda leaf: _put_leaf(leaf, sharding), tree)
 
@@ -277,11 +284,29 @@ def initialize_distributed(
   return True
 
 
-def n_devices(mesh: Mesh | None) -> int:
-  """Devices a run uses: the mesh's, or one."""
-  return 1 if mesh is None else math.prod(mesh.devices.shape)
-
-
 def put_rows(rows: Rows, mesh: Mesh) -> batching.DeviceRows:
   """CSR rows replicated on every device of ``mesh`` (see ``put``)."""
   return put(batching.DeviceRows.host(rows), replicated(mesh))
+
+
+def place(
+  mesh: Mesh | None, states: Any, hyper: Any, rows: Rows
+) -> tuple[Any, Any, batching.DeviceRows]:
+  """Puts a run's member states, hyper-parameters and rows on the devices.
+
+  Without a mesh they go to the default device as they are; with one the
+  members are split over ``members`` and the rows replicated.
+
+  Args:
+    mesh: the mesh, or None.
+    states: the stacked member states (``train.TrainState``).
+    hyper: the stacked per-member hyper-parameters.
+    rows: the host CSR rows to train on.
+
+  Returns:
+    ``(states, hyper, device_rows)`` as the epoch function takes them.
+  """
+  if mesh is None:
+    return states, hyper, batching.DeviceRows.put(rows)
+  states, hyper = put((states, hyper), member_sharding(mesh))
+  return states, hyper, put_rows(rows, mesh)

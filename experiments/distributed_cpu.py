@@ -81,7 +81,7 @@ def train_and_save(out: pathlib.Path, distributed: bool) -> None:
   jax.config.update("jax_platforms", "cpu")
   if distributed:
     jax.config.update("jax_num_cpu_devices", _LOCAL_DEVICES.value)
-  from aejax import batching, parallel, train, variants
+  from aejax import parallel, train, variants
   from aejax.data import synthetic
   from aejax.data.ratings import Rows
 
@@ -102,14 +102,8 @@ def train_and_save(out: pathlib.Path, distributed: bool) -> None:
   train_rows = Rows.from_ratings(data.train)
   program = train.make_program(config, train_rows.n_columns, members)
   states, hyper = train.init_members(program, members)
-  if mesh is None:
-    device_rows = batching.DeviceRows.put(train_rows)
-  else:
-    parallel.check_layout(mesh, len(members), {"batch": config.batch_size})
-    states, hyper = parallel.put(
-      (states, hyper), parallel.member_sharding(mesh)
-    )
-    device_rows = parallel.put_rows(train_rows, mesh)
+  parallel.check_layout(mesh, len(members), {"batch": config.batch_size})
+  states, hyper, device_rows = parallel.place(mesh, states, hyper, train_rows)
   epoch_fn = train.make_epoch_fn(program, train_rows, config.batch_size, mesh)
   losses = []
   for epoch in range(config.epochs):

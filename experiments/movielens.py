@@ -4,6 +4,7 @@ r"""Trains an autoencoder variant on MovieLens and reports its test error.
   python -m experiments.movielens --variant=stacked --epochs=100 \
       --workdir=runs/stacked
   python -m experiments.movielens --variant=course --faithful
+  python -m experiments.movielens --seeds=4 --mesh=members:2,data:4
 
 With no other flag it trains on ML-100k's official u1 split (fetched,
 verified and cached on first use), logs one line per epoch and ends with a
