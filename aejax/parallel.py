@@ -286,6 +286,9 @@ def initialize_distributed(
 
 def put_rows(rows: Rows, mesh: Mesh) -> batching.DeviceRows:
   """CSR rows replicated on every device of ``mesh`` (see ``put``)."""
+  # TODO: every device holds all rows (160 MB at ML-20M), since any row may
+  # fall in any device's share of a shuffled batch - split the CSR over the
+  # data axis, regrouped by each epoch's order, once it outgrows a device.
   return put(batching.DeviceRows.host(rows), replicated(mesh))
 
 
