@@ -221,8 +221,10 @@ def launch(workdir: pathlib.Path) -> int:
       print(log[-3000:], file=sys.stderr)
     return 1
 
-  params = [dict(np.load(out / "params.npz")) for out in outs]
-  single = dict(np.load(workdir / "single" / "params.npz"))
+  params = [
+    dict(np.load(out / "params.npz", allow_pickle=False)) for out in outs
+  ]
+  single = dict(np.load(workdir / "single" / "params.npz", allow_pickle=False))
   summaries = [json.loads((out / "summary.json").read_text()) for out in outs]
 
   def largest_gap(a: dict, b: dict) -> float:
