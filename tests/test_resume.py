@@ -165,9 +165,23 @@ def test_metrics_are_cut_back_to_the_checkpoint(tmp_path):
   assert report.truncate_metrics(tmp_path / "absent.jsonl", 0) == []
   assert (tmp_path / "absent.jsonl").read_text() == ""
 
+  # A process that does not write the workdir reads the same epochs and
+  # leaves the file as it is.
+  whole = "\n".join(lines) + "\n"
+  path.write_text(whole)
+  kept = report.truncate_metrics(path, 2, rewrite=False)
+  assert [r["epoch"] for r in kept] == [1, 2]
+  assert path.read_text() == whole
+  assert (
+    report.truncate_metrics(tmp_path / "none.jsonl", 0, rewrite=False) == []
+  )
+  assert not (tmp_path / "none.jsonl").exists()
+
   path.write_text(lines[0] + "\n" + lines[2] + "\n")
   with pytest.raises(DataError, match=r"holds epochs \[1\], expected 1 to 2"):
     report.truncate_metrics(path, 2)
+  with pytest.raises(DataError, match=r"holds epochs \[1\], expected 1 to 2"):
+    report.truncate_metrics(path, 2, rewrite=False)
   path.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
   with pytest.raises(DataError, match=r"metrics.jsonl:2: not a JSON record"):
     report.truncate_metrics(path, 2)
