@@ -11,15 +11,26 @@ of every process: each global batch is split across the processes, and
 XLA's collectives (gloo over TCP on loopback) add up the gradients. All
 runs use the same synthetic data and seeds.
 
+The workers then train the same run through ``aejax.fit.fit`` into one
+workdir that all of them share: one epoch, then a rerun that resumes from
+its checkpoint (written by orbax from every process) for the rest. Only
+process 0 writes the workdir's own files.
+
 At the end the launcher compares the parameters: they must be identical in
 every worker, and equal to the single-process run within ``--tolerance``.
-It prints the differences and exits with status 0 when both hold. Every
-process is bounded by ``--timeout`` and stopped if it runs over.
+It also checks the shared workdir: each epoch's metrics once, the last
+epoch's checkpoint, and training losses equal (within ``--tolerance``) to
+those of the workers' own loop, which a resume from a wrongly restored
+state would miss. It prints the figures and exits with status 0 when all
+of this holds. Every process is bounded by ``--timeout`` and stopped if it
+runs over.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import pathlib
 import socket
@@ -56,6 +67,8 @@ _PORT = flags.DEFINE_integer("port", 0, "Internal: the coordinator's port.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Internal.")
 
 LOOPBACK = "127.0.0.1"
+# The workdir that fit() writes from every worker.
+SHARED_RUN = "fit_run"
 
 
 def _config():
@@ -81,7 +94,7 @@ def train_and_save(out: pathlib.Path, distributed: bool) -> None:
   jax.config.update("jax_platforms", "cpu")
   if distributed:
     jax.config.update("jax_num_cpu_devices", _LOCAL_DEVICES.value)
-  from aejax import parallel, train, variants
+  from aejax import fit, parallel, train, variants
   from aejax.data import synthetic
   from aejax.data.ratings import Rows
 
@@ -101,7 +114,9 @@ def train_and_save(out: pathlib.Path, distributed: bool) -> None:
   members = variants.members(config)
   train_rows = Rows.from_ratings(data.train)
   program = train.make_program(config, train_rows.n_columns, members)
-  states, hyper = train.init_members(program, members)
+  states, hyper = train.init_members(
+    program, members, fit.initial_output_bias(config, train_rows)
+  )
   parallel.check_layout(mesh, len(members), {"batch": config.batch_size})
   states, hyper, device_rows = parallel.place(mesh, states, hyper, train_rows)
   epoch_fn = train.make_epoch_fn(program, train_rows, config.batch_size, mesh)
@@ -131,6 +146,11 @@ def train_and_save(out: pathlib.Path, distributed: bool) -> None:
       }
     )
   )
+
+  if distributed:
+    shared = out.parent / SHARED_RUN
+    fit.fit(dataclasses.replace(config, epochs=1), data, shared, mesh=mesh)
+    fit.fit(config, data, shared, mesh=mesh)
 
 
 def _free_port() -> int:
@@ -244,12 +264,48 @@ def launch(workdir: pathlib.Path) -> int:
   print(f"single: loss per epoch (member 0) {_first(single_losses['losses'])}")
   print(f"largest parameter difference between processes: {between:.3g}")
   print(f"largest parameter difference to one process:   {to_single:.3g}")
-  ok = between == 0.0 and to_single <= _TOLERANCE.value
+  fit_ok = _check_shared_run(workdir / SHARED_RUN, first["losses"])
+  ok = between == 0.0 and to_single <= _TOLERANCE.value and fit_ok
   if ok:
-    print("OK: identical in every process, equal to one process")
+    print(
+      "OK: identical in every process, equal to one process; fit() wrote "
+      "one workdir and resumed"
+    )
   else:
     print(f"FAILED (tolerance {_TOLERANCE.value:g} to one process)")
   return 0 if ok else 1
+
+
+def _check_shared_run(folder: pathlib.Path, losses: list[list[float]]) -> bool:
+  """Checks the workdir fit() wrote from every worker; prints what it holds.
+
+  ``losses`` are the workers' own per-epoch losses (epoch, then member).
+  """
+  lines = (folder / "metrics.jsonl").read_text().splitlines()
+  records = [json.loads(line) for line in lines if line.strip()]
+  epochs = [record["epoch"] for record in records]
+  saved = sorted(
+    int(p.name) for p in (folder / "checkpoints").iterdir() if p.name.isdigit()
+  )
+  gap = math.inf
+  if len(records) == len(losses):
+    gap = max(
+      abs(got - want)
+      for record, loss in zip(records, losses, strict=True)
+      for got, want in zip(record["train_loss"], loss, strict=True)
+    )
+  files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+  print(
+    f"fit() into one workdir, resumed after epoch 1: {', '.join(files)}; "
+    f"metrics of epochs {epochs}; checkpoints of epochs {saved}"
+  )
+  print(f"largest train loss difference of fit() to the loop: {gap:.3g}")
+  return (
+    epochs == list(range(1, len(losses) + 1))
+    and saved[-1:] == [len(losses)]
+    and {"config.json", "results.json"} <= set(files)
+    and gap <= _TOLERANCE.value
+  )
 
 
 def _first(losses: list[list[float]]) -> str:

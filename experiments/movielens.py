@@ -22,7 +22,9 @@ import pathlib
 import sys
 
 import jax
+import numpy as np
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 
 from aejax import fit, parallel, report, resume, variants
 from aejax.data import movielens, sources
@@ -170,6 +172,11 @@ def parse_sweep(text: str) -> tuple[str, tuple[float, ...]]:
 
 def default_workdir(config: variants.Config) -> pathlib.Path:
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  if jax.process_count() > 1:
+    # Every process must name the same folder: process 0's clock names it.
+    codes = np.frombuffer(stamp.encode(), np.uint8)
+    codes = multihost_utils.broadcast_one_to_all(codes)
+    stamp = np.asarray(codes, np.uint8).tobytes().decode()
   return pathlib.Path("runs") / (
     f"{_VARIANT.value}-{config.dataset}-{config.split}-{stamp}"
   )
