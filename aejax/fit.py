@@ -155,8 +155,9 @@ def fit(
       model's input is always the training row).
     workdir: the run's folder; created if missing, resumed if it holds a
       checkpoint of this config and data. With several processes only
-      process 0 writes its files, and every process must see the folder
-      (as orbax's checkpoints need), to resume from the same checkpoint.
+      process 0 writes the config, metrics, results and plots, while
+      orbax writes the checkpoints from every process: each process must
+      see the same folder.
     mesh: a device mesh (``aejax.parallel``) to split members and batch
       rows over; None trains on one device.
 
@@ -167,7 +168,8 @@ def fit(
     NonFiniteLossError: a member's loss or state was not finite; the epoch
       and the member are named, and the checkpoints are left as they were.
     resume.ResumeError: ``workdir`` holds a run of another config (every
-      differing field is named) or of other data.
+      differing field is named) or of other data, or the processes found
+      different checkpoints in it.
     DataError: ``workdir`` holds a ``config.json`` or ``metrics.jsonl``
       that cannot be read.
   """
