@@ -24,7 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
-  settings = dict(hidden_sizes=(8,), batch_size=4, epochs=3, checkpoint_every=2)
+  settings = dict(
+    hidden_sizes=(8,),
+    batch_size=4,
+    epochs=3,
+    checkpoint_every=2,
+    learning_rate=1e-3,
+  )
   settings.update(overrides)
   return variants.get_config("denoising", **settings)
 
