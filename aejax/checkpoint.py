@@ -20,7 +20,9 @@ same numbers as the saved one.
 Kept: the ``keep_latest`` newest checkpoints, plus the best one by the
 ``best_metric`` passed to ``save`` (lower is better unless
 ``best_mode="max"``). A checkpoint saved without a finite ``best_metric``
-never counts as the best.
+never counts as the best. One figure ranks a whole checkpoint, all members
+together; ``aejax.fit`` therefore keeps each member's best parameters
+inside the state it saves, and ranks nothing here.
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ from orbax.checkpoint import checkpoint_managers
 
 from aejax import report
 
-# TODO: one figure ranks a checkpoint for all members - an ensemble whose
-# members peak at different epochs keeps only the epoch best on average.
 _STATE = "state"
 _META = "meta"
 _BEST = "best_metric"

@@ -1,26 +1,33 @@
 """The host side of a run: ``fit(config, data, workdir)``.
 
-``fit`` builds the rows, compiles the epoch and evaluation programs once,
-trains every member for ``config.epochs`` epochs, and writes into the
-workdir: ``config.json``, ``metrics.jsonl`` (one object per epoch with one
-value per member), ``checkpoints/`` (every ``config.checkpoint_every``
-epochs and after the last), ``results.json`` and ``learning_curves.png``.
-Metrics leave the device once per epoch.
+``fit`` carves a validation set from the training ratings (when the config
+asks for one), builds the rows, compiles the epoch and evaluation programs
+once, and trains every member. Each epoch it scores the validation ratings,
+keeps each member's best parameters on the device and stops early when
+none improves. The test ratings are read once, after training, to score the
+selected parameters, each setting's ensemble and the baselines. The
+workdir receives ``config.json``, ``metrics.jsonl`` (one object per epoch
+with one value per member), ``checkpoints/`` (every
+``config.checkpoint_every`` epochs and after the last), ``results.json``,
+``learning_curves.png`` and ``selected.npz``. Metrics leave the device once
+per epoch.
 
 A workdir that holds a run of the same config and data is resumed from its
-latest checkpoint (see ``aejax.resume``); the result is bitwise the one an
-uninterrupted run gives. A loss or state that stops being finite ends the
-run with the epoch and the member named, and leaves the checkpoints as
-they were.
+latest checkpoint (see ``aejax.resume``), which carries the training state
+and, with a validation set, each member's best parameters so far and the
+early-stopping bookkeeping; the result is bitwise the one an uninterrupted
+run gives. A loss or state that stops being finite ends the run with the
+epoch and the member named, and leaves the checkpoints as they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,16 +37,22 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from aejax import (
+  baselines,
+  batching,
   checkpoint,
+  evaluation,
+  export,
   metrics,
   parallel,
   report,
   resume,
+  selection,
   train,
   variants,
 )
+from aejax.data import movielens
 from aejax.data.movielens import SplitData
-from aejax.data.ratings import Rows
+from aejax.data.ratings import Ratings, Rows
 from aejax.models import autoencoder
 from aejax.variants import Config
 
@@ -124,7 +137,7 @@ def _mean(values) -> float:
   return float(np.mean(np.asarray(values, np.float64)))
 
 
-def _member_figures(totals: metrics.ErrorSums, prefix: str) -> dict:
+def _figures(totals: metrics.ErrorSums, prefix: str) -> dict:
   figures = metrics.summarize(totals)
   return {f"{prefix}_{name}": figures[name] for name in RESULT_METRICS}
 
@@ -141,6 +154,29 @@ def initial_output_bias(config: Config, rows: Rows) -> np.ndarray | None:
   return np.where(counts > 0, sums / safe, fallback).astype(np.float32)
 
 
+def ensemble_groups(config: Config, n_members: int) -> list[list[int]]:
+  """The members of each setting's ensemble (all its seeds), or none.
+
+  Members are ordered settings outer, seeds inner (``variants.members``).
+  """
+  if not config.ensemble or config.seeds < 2:
+    return []
+  return [
+    list(range(start, start + config.seeds))
+    for start in range(0, n_members, config.seeds)
+  ]
+
+
+def selection_predictors(config: Config, n_members: int) -> np.ndarray:
+  """For each member, the predictor whose validation RMSE chooses its
+  epoch: itself, or its ensemble (whose predictors follow the members')
+  when the config scores ensembles."""
+  chosen = np.arange(n_members)
+  for offset, group in enumerate(ensemble_groups(config, n_members)):
+    chosen[group] = n_members + offset
+  return chosen
+
+
 def fit(
   config: Config,
   data: SplitData,
@@ -151,13 +187,16 @@ def fit(
 
   Args:
     config: a validated configuration.
-    data: train and test ratings (the test rows are only scored: the
-      model's input is always the training row).
+    data: train and test ratings, and optionally validation ratings; when
+      it has none, ``config.valid_fraction`` of the training ratings
+      become the validation set. The model's input is always the training
+      row; validation ratings choose each member's epoch; test ratings
+      are scored once, at the end.
     workdir: the run's folder; created if missing, resumed if it holds a
       checkpoint of this config and data. With several processes only
-      process 0 writes the config, metrics, results and plots, while
-      orbax writes the checkpoints from every process: each process must
-      see the same folder.
+      process 0 writes the config, metrics, results, plots and
+      ``selected.npz``, while orbax writes the checkpoints from every
+      process: each process must see the same folder.
     mesh: a device mesh (``aejax.parallel``) to split members and batch
       rows over; None trains on one device.
 
@@ -172,10 +211,18 @@ def fit(
       different checkpoints in it.
     DataError: ``workdir`` holds a ``config.json`` or ``metrics.jsonl``
       that cannot be read.
+    ValueError: the validation set holds no rating.
   """
   workdir = pathlib.Path(workdir)
   config = variants.validate(config)
   members = variants.members(config)
+  if data.valid is None:
+    data = movielens.with_validation(data, config.valid_fraction, config.seed)
+  if data.valid is not None and not len(data.valid):
+    raise ValueError(
+      f"the validation set holds no rating; raise valid_fraction "
+      f"({config.valid_fraction}) or pass validation ratings"
+    )
   parallel.check_layout(
     mesh,
     len(members),
@@ -189,9 +236,21 @@ def fit(
   _check_same_start(start, workdir)
   writes = jax.process_index() == 0
 
-  train_rows = Rows.from_ratings(data.train, config.orientation)
-  test_rows = Rows.from_ratings(data.test, config.orientation)
-  program = train.make_program(config, train_rows.n_columns, members)
+  orientation = config.orientation
+  train_rows = Rows.from_ratings(data.train, orientation)
+  biases = baselines.fit_biases(data.train, config.bias_regularization)
+  scoring = evaluation.make_scoring(
+    train_rows,
+    biases if config.cold_start_predictor == "bias" else None,
+    orientation,
+  )
+  program = train.make_program(
+    config,
+    train_rows.n_columns,
+    members,
+    # An epoch visits the rows that hold a rating.
+    int(np.count_nonzero(train_rows.lengths)),
+  )
   states, hyper = train.init_members(
     program, members, initial_output_bias(config, train_rows)
   )
@@ -199,16 +258,17 @@ def fit(
     jax.tree.map(lambda x: x[0], states.params)
   )
   logging.info(
-    "%s on %s/%s (%s rows): %d rows x %d columns, %d train and %d test "
-    "ratings, %d members of %d parameters, %s of devices %s",
+    "%s on %s/%s (%s rows): %d rows x %d columns, %d train, %d validation "
+    "and %d test ratings, %d members of %d parameters, %s of devices %s",
     config.variant,
     data.name,
     data.split,
-    config.orientation,
+    orientation,
     train_rows.n_rows,
     train_rows.n_columns,
     train_rows.nnz,
-    test_rows.nnz,
+    len(data.valid) if data.valid is not None else 0,
+    len(data.test),
     len(members),
     n_params,
     parallel.describe(mesh),
@@ -216,41 +276,50 @@ def fit(
   )
 
   states, hyper, device_rows = parallel.place(mesh, states, hyper, train_rows)
+  run = _Run(
+    states=states,
+    best=(
+      selection.init_best(states.params) if data.valid is not None else None
+    ),
+    stopping=selection.EarlyStopping.create(config.patience, len(members)),
+  )
   if start:
     # Restored arrays take the placement of the template: here the
     # member sharding of the mesh.
-    states = resume.restore(workdir, start, states)
+    run = run.restored(workdir, start)
   metrics_path = workdir / "metrics.jsonl"
   records = report.truncate_metrics(metrics_path, start, rewrite=writes)
   if writes:
     report.write_json(workdir / "config.json", config.to_json())
-  test_data = train.eval_targets(
-    train_rows,
-    test_rows,
-    config.eval_batch_size,
-    inputs=device_rows,
-    mesh=mesh,
+
+  weights = jnp.asarray(
+    evaluation.predictor_weights(
+      len(members), ensemble_groups(config, len(members))
+    )
   )
+  if mesh is not None:
+    weights = parallel.put(weights, parallel.replicated(mesh))
   started = time.perf_counter()
   epoch_fn = (
     train.make_epoch_fn(program, train_rows, config.batch_size, mesh)
-    .lower(states, hyper, device_rows, np.int32(0))
+    .lower(run.states, hyper, device_rows, np.int32(0))
     .compile()
   )
-  eval_fn = (
-    train.make_eval_fn(
-      program, train_rows, test_rows, config.eval_batch_size, mesh
+  place = _Placement(mesh, device_rows)
+  validator = None
+  if data.valid is not None:
+    validator = _Evaluator(
+      program, config, train_rows, data.valid, scoring, place
     )
-    .lower(states.params, hyper, test_data)
-    .compile()
-  )
+    validator.compile(run.states.params, hyper, weights)
   finite_fn = (
-    jax.jit(_finite_members, **_replicated_output(mesh)).lower(states).compile()
+    jax.jit(_finite_members, **_replicated_output(mesh))
+    .lower(run.states)
+    .compile()
   )
   compile_seconds = time.perf_counter() - started
   logging.info("Compiled in %.1f s", compile_seconds)
 
-  test_totals = None
   writer_context = (
     report.MetricsWriter(metrics_path) if writes else contextlib.nullcontext()
   )
@@ -258,109 +327,460 @@ def fit(
     checkpoint.Checkpoints(workdir / "checkpoints") as checkpoints,
     writer_context as writer,
   ):
-    for epoch in range(start, config.epochs):
-      started = time.perf_counter()
-      states, train_totals = epoch_fn(
-        states, hyper, device_rows, np.int32(epoch)
-      )
-      test_totals = eval_fn(states.params, hyper, test_data)
-      train_totals, test_totals, finite = jax.device_get(
-        (train_totals, test_totals, finite_fn(states))
-      )
-      seconds = time.perf_counter() - started
-
-      loss = train_totals.loss / np.maximum(train_totals.steps, 1)
-      for quantity, ok in (
-        ("training loss", np.isfinite(loss)),
-        ("state (parameters or optimizer)", finite),
-      ):
-        if not ok.all():
-          member = int(np.flatnonzero(~ok)[0])
-          raise NonFiniteLossError(
-            epoch + 1,
-            member,
-            members[member],
-            quantity=quantity,
-            last_checkpoint=checkpoints.latest_epoch(),
-            checkpoint_dir=checkpoints.directory,
-          )
-      record = {
-        "epoch": epoch + 1,
-        "seconds": seconds,
-        "train_loss": loss,
-        **_member_figures(train_totals.errors, "train"),
-        **_member_figures(test_totals, "test"),
-      }
-      # The JSON form, as a resumed run reads the earlier epochs back.
-      record = report.jsonable(record)
-      if writes:
-        writer.write(record)
-      records.append(record)
-      if resume.checkpoint_due(epoch + 1, config):
-        checkpoints.save(
-          epoch + 1, states, metrics=record, info={"data": fingerprint}
-        )
-      logging.info(
-        "epoch %d/%d  train loss %.4f  train RMSE %.4f  test RMSE %.4f  "
-        "test course RMSE %.4f  %.2f s",
-        epoch + 1,
-        config.epochs,
-        np.mean(loss),
-        _mean(record["train_rmse"]),
-        _mean(record["test_rmse"]),
-        _mean(record["test_course_rmse"]),
-        seconds,
-      )
-  if test_totals is None:
-    # Resumed after its last epoch: nothing left to train, only to report.
-    test_totals = jax.device_get(eval_fn(states.params, hyper, test_data))
-
-  results = summarize_run(config, data, members, records[-1])
+    run = _train(
+      config,
+      members,
+      _Programs(epoch_fn, validator, finite_fn),
+      run,
+      hyper,
+      device_rows,
+      _Outputs(writer, checkpoints, records, fingerprint),
+      start,
+    )
+  selected = run.best.params if run.best is not None else run.states.params
+  final = _final_figures(
+    config,
+    data,
+    program,
+    selected,
+    hyper,
+    weights,
+    validator,
+    train_rows,
+    scoring,
+    place,
+  )
+  results = summarize_run(config, data, members, records, run.stopping, final)
   results.update(
     seconds=sum(r["seconds"] for r in records),
     compile_seconds=compile_seconds,
     parameters=n_params,
-    test_ratings=int(np.asarray(test_totals.count).reshape(-1)[0]),
+    train_ratings=len(data.train),
+    valid_ratings=len(data.valid) if data.valid is not None else 0,
+    # As counted by the scorer: cold-start ratings included.
+    test_ratings=int(final["figures"]["test"]["count"][0]),
+    epochs_run=len(records),
   )
   if writes:
+    export.save_selected(workdir, _on_host(selected), scoring)
     report.write_json(workdir / "results.json", results)
     report.plot_learning_curves(
       records,
       workdir / "learning_curves.png",
       title=f"{config.variant} on {data.name} {data.split}",
+      series=("train_rmse", "valid_rmse"),
     )
   return results
+
+
+def _on_host(tree: Any) -> Any:
+  """Numpy copies of the global values of ``tree``, in every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+class _Placement(NamedTuple):
+  """Where evaluation runs: the mesh (or None) and the training rows
+  already placed there."""
+
+  mesh: Mesh | None
+  inputs: batching.DeviceRows
+
+
+@dataclasses.dataclass
+class _Run:
+  """What training carries from epoch to epoch, and what a checkpoint
+  holds: the members' states, with a validation set each member's best
+  parameters so far, and the early-stopping bookkeeping."""
+
+  states: train.TrainState
+  best: selection.Best | None
+  stopping: selection.EarlyStopping
+  stopped: bool = False
+
+  def saved_tree(self) -> Any:
+    # Without validation the checkpoint is the training state alone.
+    if self.best is None:
+      return self.states
+    return {"states": self.states, "best": self.best}
+
+  def saved_info(self, fingerprint: str) -> dict[str, Any]:
+    return {
+      "data": fingerprint,
+      "best_epoch": self.stopping.best_epoch.tolist(),
+      "stopped": self.stopped,
+    }
+
+  def restored(self, workdir: pathlib.Path, epoch: int) -> _Run:
+    """This run as the checkpoint of ``epoch`` in ``workdir`` left it."""
+    saved = resume.restore_checkpoint(workdir, epoch, self.saved_tree())
+    states, best = saved.state, None
+    if self.best is not None:
+      states, best = saved.state["states"], selection.Best(*saved.state["best"])
+    stopping = selection.EarlyStopping(
+      self.stopping.patience,
+      np.asarray(
+        saved.info.get("best_epoch", [epoch] * len(self.stopping.best_epoch)),
+        np.int64,
+      ),
+    )
+    return _Run(states, best, stopping, bool(saved.info.get("stopped")))
+
+
+class _Programs(NamedTuple):
+  epoch_fn: Any
+  validator: _Evaluator | None
+  finite_fn: Any
+
+
+class _Outputs(NamedTuple):
+  writer: report.MetricsWriter | None  # None: another process writes
+  checkpoints: checkpoint.Checkpoints
+  records: list[dict[str, Any]]
+  fingerprint: str
+
+
+class _Evaluator:
+  """A compiled evaluation of one held-out set, reusable with new params."""
+
+  def __init__(self, program, config, train_rows, ratings, scoring, place):
+    self.rows = Rows.from_ratings(ratings, config.orientation)
+    self.targets = evaluation.eval_targets(
+      train_rows,
+      self.rows,
+      config.eval_batch_size,
+      scoring,
+      inputs=place.inputs,
+      mesh=place.mesh,
+    )
+    self.fn = evaluation.make_eval_fn(
+      program, train_rows, self.rows, config.eval_batch_size, place.mesh
+    )
+
+  def compile(self, params, hyper, weights) -> None:
+    """Compiles for these shapes; ``weights`` become the default."""
+    self.fn = self.fn.lower(params, hyper, self.targets, weights).compile()
+    self.weights = weights
+
+  def __call__(self, params, hyper, weights) -> metrics.ErrorSums:
+    return self.fn(params, hyper, self.targets, weights)
+
+
+def _train(
+  config: Config,
+  members: list[dict[str, float]],
+  programs: _Programs,
+  run: _Run,
+  hyper: train.Hyper,
+  device_rows: batching.DeviceRows,
+  outputs: _Outputs,
+  start: int,
+) -> _Run:
+  """The epochs after ``start``: train, validate, keep each member's best
+  parameters (by its own validation RMSE, or by its ensemble's), save
+  checkpoints, stop early; returns the run as it ends.
+
+  Each epoch's record is appended to ``outputs.records`` and written.
+  """
+  n_members = len(members)
+  validator = programs.validator
+  judge = jnp.asarray(selection_predictors(config, n_members))
+  states, best, stopping = run.states, run.best, run.stopping
+  epochs = [] if run.stopped else range(start, config.epochs)
+  for epoch in epochs:
+    started = time.perf_counter()
+    states, train_totals = programs.epoch_fn(
+      states, hyper, device_rows, np.int32(epoch)
+    )
+    valid_totals = improved = None
+    if validator is not None:
+      valid_totals = validator(states.params, hyper, validator.weights)
+      judged = jax.tree.map(lambda x: x[judge], valid_totals)
+      best, improved = selection.update_best(best, states.params, judged)
+    train_totals, valid_totals, improved, finite = jax.device_get(
+      (train_totals, valid_totals, improved, programs.finite_fn(states))
+    )
+    seconds = time.perf_counter() - started
+
+    loss = train_totals.loss / np.maximum(train_totals.steps, 1)
+    for quantity, ok in (
+      ("training loss", np.isfinite(loss)),
+      ("state (parameters or optimizer)", finite),
+    ):
+      if not ok.all():
+        member = int(np.flatnonzero(~ok)[0])
+        raise NonFiniteLossError(
+          epoch + 1,
+          member,
+          members[member],
+          quantity=quantity,
+          last_checkpoint=outputs.checkpoints.latest_epoch(),
+          checkpoint_dir=outputs.checkpoints.directory,
+        )
+    record = {
+      "epoch": epoch + 1,
+      "seconds": seconds,
+      "train_loss": loss,
+      **_figures(train_totals.errors, "train"),
+    }
+    stop = False
+    if validator is not None:
+      figures = _figures(valid_totals, "valid")
+      record.update({k: v[:n_members] for k, v in figures.items()})
+      if len(figures["valid_rmse"]) > n_members:
+        record["ensemble_valid_rmse"] = figures["valid_rmse"][n_members:]
+      stop = stopping.update(epoch + 1, improved)
+    else:
+      stopping.update(epoch + 1, np.ones(n_members, bool))
+    # The JSON form, as a resumed run reads the earlier epochs back.
+    record = report.jsonable(record)
+    if outputs.writer is not None:
+      outputs.writer.write(record)
+    outputs.records.append(record)
+    run = _Run(states, best, stopping, stop)
+    if stop or resume.checkpoint_due(epoch + 1, config):
+      outputs.checkpoints.save(
+        epoch + 1,
+        run.saved_tree(),
+        metrics=record,
+        info=run.saved_info(outputs.fingerprint),
+      )
+    logging.info(
+      "epoch %d/%d  train loss %.4f  train RMSE %.4f  valid RMSE %.4f  %.2f s",
+      epoch + 1,
+      config.epochs,
+      np.mean(loss),
+      _mean(record["train_rmse"]),
+      _mean(record.get("valid_rmse", [np.nan])),
+      seconds,
+    )
+    if stop:
+      logging.info(
+        "No validation improvement for %d epochs: stopping after epoch %d",
+        config.patience,
+        epoch + 1,
+      )
+      break
+  return _Run(states, best, stopping, run.stopped)
+
+
+def _final_figures(
+  config: Config,
+  data: SplitData,
+  program: train.Program,
+  params,
+  hyper: train.Hyper,
+  weights: jax.Array,
+  validator: _Evaluator | None,
+  train_rows: Rows,
+  scoring: evaluation.Scoring,
+  place: _Placement,
+) -> dict[str, Any]:
+  """Validation and test figures of every predictor and baseline.
+
+  The only place that reads the test ratings: once, after training, with
+  the selected parameters. Ranking needs every row's predictions; it runs
+  on one device, from host copies of the parameters.
+  """
+  held_out = {"test": data.test}
+  if validator is not None:
+    held_out["valid"] = data.valid
+  figures: dict[str, dict[str, np.ndarray]] = {}
+  for split, ratings in held_out.items():
+    evaluator = (
+      validator
+      if split == "valid"
+      else _Evaluator(program, config, train_rows, ratings, scoring, place)
+    )
+    totals = jax.device_get(evaluator(params, hyper, weights))
+    figures[split] = metrics.summarize(totals)
+
+  known = _rating_mask(data.train, data.valid)
+  relevant = _rating_mask(
+    data.test.subset(data.test.values >= config.relevance_threshold)
+  )
+  ranking = _ranking(
+    config,
+    program,
+    _on_host(params),
+    _on_host(hyper),
+    _on_host(weights),
+    train_rows,
+    scoring,
+    known,
+    relevant,
+  )
+  return {
+    "figures": figures,
+    "ranking": ranking,
+    "baselines": _baselines(config, data, known, relevant),
+  }
+
+
+def _rating_mask(*parts: Ratings | None) -> np.ndarray:
+  """``(n_users, n_items)``: where any of ``parts`` holds a rating."""
+  present = [p for p in parts if p is not None]
+  mask = np.zeros((present[0].n_users, present[0].n_items), bool)
+  for ratings in present:
+    mask[ratings.users, ratings.items] = True
+  return mask
+
+
+def _ranking(
+  config: Config,
+  program: train.Program,
+  params,
+  hyper: train.Hyper,
+  weights: jax.Array,
+  train_rows: Rows,
+  scoring: evaluation.Scoring,
+  known: np.ndarray,
+  relevant: np.ndarray,
+) -> list[dict[str, float]]:
+  """Recall@K and NDCG@K of each predictor, from unclipped scores."""
+  order = jnp.asarray(
+    batching.fixed_row_order(
+      np.arange(train_rows.n_rows, dtype=np.int32), config.eval_batch_size
+    )
+  )
+  predict_fn = evaluation.make_predict_fn(
+    program, train_rows, config.eval_batch_size, clip=False
+  )
+  inputs = batching.DeviceRows.put(train_rows)
+  out = []
+  for index in range(weights.shape[0]):
+    scores = np.asarray(
+      predict_fn(
+        params, hyper, inputs, order, scoring, weights[index : index + 1]
+      )
+    )[0, : train_rows.n_rows]
+    if config.orientation == "item":
+      scores = scores.T
+    out.append(
+      metrics.ranking_figures(
+        scores=scores,
+        known=known,
+        relevant=relevant,
+        cutoffs=config.ranking_cutoffs,
+      )
+    )
+  return out
+
+
+def _baselines(
+  config: Config, data: SplitData, known: np.ndarray, relevant: np.ndarray
+) -> list[dict[str, Any]]:
+  """Every baseline, estimated from the training ratings, scored as the
+  models are (clipped to the training range; ranked unclipped)."""
+  low, high = data.train.values.min(), data.train.values.max()
+  out = []
+  for name in baselines.BASELINES:
+    predictor = baselines.fit_baseline(
+      name, data.train, config.bias_regularization
+    )
+    entry: dict[str, Any] = {"name": name}
+    for split, ratings in (("valid", data.valid), ("test", data.test)):
+      if ratings is None:
+        continue
+      predictions = np.clip(
+        predictor.predict(ratings.users, ratings.items), low, high
+      )
+      figures = metrics.rating_figures(
+        users=ratings.users, predictions=predictions, targets=ratings.values
+      )
+      entry.update({f"{split}_{m}": figures[m] for m in RESULT_METRICS})
+    # Scores constant across a user's items would rank by item index.
+    if np.any(predictor.item != 0):
+      scores = predictor.mean + predictor.user[:, None] + predictor.item[None]
+      ranking = metrics.ranking_figures(
+        scores=scores,
+        known=known,
+        relevant=relevant,
+        cutoffs=config.ranking_cutoffs,
+      )
+      entry.update(_prefixed(ranking, "test"))
+    out.append(entry)
+  return out
+
+
+def _prefixed(ranking: dict[str, float], prefix: str) -> dict[str, float]:
+  return {
+    f"{prefix}_{name}": value
+    for name, value in ranking.items()
+    if name != "ranked_users"
+  }
 
 
 def summarize_run(
   config: Config,
   data: SplitData,
   members: list[dict[str, float]],
-  last: dict[str, Any],
+  records: list[dict[str, Any]],
+  stopping: selection.EarlyStopping,
+  final: dict[str, Any],
 ) -> dict[str, Any]:
-  """``results.json``: identification, mean figures, and each member's."""
-  names = [
-    f"{split}_{m}" for split in ("train", "test") for m in RESULT_METRICS
-  ]
+  """``results.json``: identification, mean figures, each member's, each
+  ensemble's and each baseline's.
+
+  A member's training figures are those of its selected epoch; its
+  validation and test figures are scored after training with its selected
+  parameters. Top-level figures are means over members (``_std``: their
+  sample standard deviation).
+  """
+  n_members = len(members)
   per_member = []
   for index, settings in enumerate(members):
-    entry = dict(settings)
-    entry.update(
-      {name: float(np.asarray(last[name], np.float64)[index]) for name in names}
-    )
+    entry: dict[str, Any] = dict(settings)
+    epoch = int(stopping.best_epoch[index])
+    entry["selected_epoch"] = epoch
+    record = records[epoch - 1] if epoch > 0 else records[-1]
+    for name in RESULT_METRICS:
+      entry[f"train_{name}"] = float(record[f"train_{name}"][index])
+    entry.update(_predictor_figures(final, index))
     per_member.append(entry)
+
   results: dict[str, Any] = {
     "variant": config.variant,
     "dataset": data.name,
     "split": data.split,
     "orientation": config.orientation,
     "epochs": config.epochs,
-    "n_members": len(members),
+    "n_members": n_members,
     "swept": [name for name, _ in config.sweep],
   }
+  names = [
+    k for k in per_member[0] if k.startswith(("train_", "valid_", "test_"))
+  ]
   for name in names:
-    values = np.asarray(last[name], np.float64)
+    values = np.asarray([m[name] for m in per_member], np.float64)
     results[name] = float(values.mean())
     results[f"{name}_std"] = report.sample_std(values)
   results["members"] = per_member
+
+  ensembles = []
+  for offset, group in enumerate(ensemble_groups(config, n_members)):
+    entry = {k: v for k, v in members[group[0]].items() if k != "seed"}
+    entry["seeds"] = [int(members[i]["seed"]) for i in group]
+    entry.update(_predictor_figures(final, n_members + offset))
+    ensembles.append(entry)
+  results["ensembles"] = ensembles
+  if len(ensembles) == 1:
+    results.update(
+      {
+        f"ensemble_{k}": v
+        for k, v in ensembles[0].items()
+        if k.startswith(("valid_", "test_"))
+      }
+    )
+  results["baselines"] = final["baselines"]
   return results
+
+
+def _predictor_figures(final: dict[str, Any], index: int) -> dict[str, float]:
+  out = {}
+  for split, figures in final["figures"].items():
+    for name in RESULT_METRICS:
+      out[f"{split}_{name}"] = float(figures[name][index])
+  out.update(_prefixed(final["ranking"][index], "test"))
+  return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NORMALIZATIONS = ("observed", "columns")
+NORMALIZATIONS = ("observed", "columns", "sum")
 
 
 def masked_squared_error(
@@ -58,11 +58,13 @@ def reduce_squared_error(
     row, what PyTorch's ``MSELoss`` gives on an output zeroed where the
     target is unrated, as in the tutorial, averaged over the rows that hold
     a rating (padding and empty rows count nowhere).
+  - ``"sum"``: ``sum(m * e)``, the batch's share of AutoRec's objective
+    (Sedhain et al., 2015), which sums over every observed rating.
 
   Args:
     errors: element-wise errors, zero where unobserved.
     mask: the observed mask.
-    normalization: ``"observed"`` or ``"columns"``.
+    normalization: ``"observed"``, ``"columns"`` or ``"sum"``.
 
   Returns:
     The scalar loss.
@@ -72,7 +74,24 @@ def reduce_squared_error(
   if normalization == "columns":
     rows = mask.any(axis=-1).sum(dtype=errors.dtype)
     return safe_divide(errors.sum(), rows * errors.shape[-1])
+  if normalization == "sum":
+    return errors.sum()
   raise ValueError(
     f"unknown normalization {normalization!r}; known: "
     f"{', '.join(NORMALIZATIONS)}"
   )
+
+
+def l2_penalty(kernels: list[jax.Array]) -> jax.Array:
+  """AutoRec's weight penalty without its ``lambda``: ``1/2 sum ||W||_F^2``.
+
+  Sedhain et al. (2015, "AutoRec: Autoencoders Meet Collaborative
+  Filtering") regularise the encoder and decoder kernels, not the biases.
+
+  Args:
+    kernels: the weight matrices.
+
+  Returns:
+    ``0.5 * sum_W sum_ij W_ij^2``.
+  """
+  return 0.5 * sum(jnp.sum(jnp.square(kernel)) for kernel in kernels)

@@ -1,6 +1,6 @@
-"""Optimizers: RMSprop with decoupled weight decay, and PyTorch's RMSprop.
+"""Optimizers: RMSprop and Adam with decoupled weight decay; PyTorch's RMSprop.
 
-Both are optax chains wrapped in ``optax.inject_hyperparams``, so the
+All are optax chains wrapped in ``optax.inject_hyperparams``, so the
 learning rate and the weight decay live in the optimizer state as arrays:
 members of an ensemble may carry different values and still share one
 compiled program.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("rmsprop", "torch_rmsprop")
+OPTIMIZERS = ("rmsprop", "torch_rmsprop", "adamw")
 
 
 class GradientSumState(NamedTuple):
@@ -80,6 +80,60 @@ def weight_matrices(params: optax.Params) -> optax.Params:
   return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
+def adamw(
+  learning_rate: float,
+  weight_decay: float,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+) -> optax.GradientTransformation:
+  """Adam with decoupled weight decay (AdamW).
+
+  ``m_t = b1 m_{t-1} + (1 - b1) g_t``, ``v_t = b2 v_{t-1} + (1 - b2) g_t^2``,
+  ``theta_t = theta_{t-1} - lr (m_hat_t / (sqrt(v_hat_t) + eps) + lambda
+  theta_{t-1})`` with bias-corrected ``m_hat``, ``v_hat`` (Kingma and Ba,
+  2015, "Adam: A Method for Stochastic Optimization"; Loshchilov and
+  Hutter, 2019). With ``lambda = 0`` it is Adam. As in
+  ``rmsprop_decoupled``, only weight matrices decay.
+
+  Args:
+    learning_rate: ``lr``.
+    weight_decay: ``lambda``.
+    b1: smoothing of the gradient average.
+    b2: smoothing of the squared-gradient average.
+    eps: added outside the square root.
+
+  Returns:
+    The optax transformation.
+  """
+  return optax.chain(
+    optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+    optax.add_decayed_weights(weight_decay, mask=weight_matrices),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+def lr_multiplier(name: str, total_steps: int) -> optax.Schedule:
+  """The factor the learning rate is multiplied by at each step.
+
+  ``constant``: 1. ``cosine``: ``(1 + cos(pi min(t, T) / T)) / 2`` over
+  ``T = total_steps`` updates (Loshchilov and Hutter, 2017, "SGDR:
+  Stochastic Gradient Descent with Warm Restarts", without restarts).
+
+  Args:
+    name: ``constant`` or ``cosine``.
+    total_steps: ``T``, the run's number of updates.
+
+  Returns:
+    A function of the update count.
+  """
+  if name == "constant":
+    return optax.constant_schedule(1.0)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(1.0, max(total_steps, 1))
+  raise ValueError(f"unknown lr_schedule {name!r}; known: constant, cosine")
+
+
 def torch_rmsprop(
   learning_rate: float,
   weight_decay: float,
@@ -124,17 +178,28 @@ def make_optimizer(
   decay: float,
   eps: float,
   accumulate: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+  schedule: str = "constant",
+  total_steps: int = 1,
+) -> optax.GradientTransformation:
   """The named optimizer, with learning rate and weight decay injectable.
 
   The returned transformation stores ``learning_rate`` and ``weight_decay``
   in ``state.hyperparams``; ``init_member_state`` overrides them per member.
+  A schedule other than ``constant`` multiplies every update (the
+  decoupled decay included) by ``lr_multiplier(schedule, total_steps)``.
+  For ``adamw``, ``decay`` is Adam's ``b2`` and ``eps`` its epsilon.
   """
   if name == "rmsprop":
     if accumulate:
       raise ValueError("gradient accumulation is only for torch_rmsprop")
     factory = lambda learning_rate, weight_decay: rmsprop_decoupled(
       learning_rate, weight_decay, decay=decay, eps=eps
+    )
+  elif name == "adamw":
+    if accumulate:
+      raise ValueError("gradient accumulation is only for torch_rmsprop")
+    factory = lambda learning_rate, weight_decay: adamw(
+      learning_rate, weight_decay, b2=decay, eps=eps
     )
   elif name == "torch_rmsprop":
     factory = lambda learning_rate, weight_decay: torch_rmsprop(
@@ -144,8 +209,13 @@ def make_optimizer(
     raise ValueError(
       f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}"
     )
-  return optax.inject_hyperparams(factory)(
+  optimizer = optax.inject_hyperparams(factory)(
     learning_rate=learning_rate, weight_decay=weight_decay
+  )
+  if schedule == "constant":
+    return optimizer
+  return optax.chain(
+    optimizer, optax.scale_by_schedule(lr_multiplier(schedule, total_steps))
   )
 
 
@@ -158,7 +228,11 @@ def init_member_state(
 ):
   """Optimizer state of one member, with that member's hyper-parameters."""
   state = optimizer.init(params)
-  hyper = dict(state.hyperparams)
+  # A scheduled optimizer is a chain whose first state is the injected one.
+  scheduled = isinstance(state, tuple) and not hasattr(state, "hyperparams")
+  injected = state[0] if scheduled else state
+  hyper = dict(injected.hyperparams)
   hyper["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
   hyper["weight_decay"] = jnp.asarray(weight_decay, jnp.float32)
-  return state._replace(hyperparams=hyper)
+  injected = injected._replace(hyperparams=hyper)
+  return (injected, *state[1:]) if scheduled else injected

@@ -230,7 +230,7 @@ def plot_learning_curves(
   records: Sequence[Mapping[str, Any]],
   path: os.PathLike,
   title: str = "",
-  series: Sequence[str] = ("train_rmse", "test_rmse"),
+  series: Sequence[str] = ("train_rmse", "valid_rmse"),
 ) -> None:
   """Saves a PNG of per-epoch metrics, one thin line per member, mean bold.
 
@@ -330,7 +330,8 @@ def plot_comparison(
   path: os.PathLike,
 ) -> None:
   """Saves a PNG: test RMSE per variant with error bars (left), and each
-  variant's mean test RMSE per epoch (right).
+  variant's mean validation RMSE per epoch (right; training RMSE for a run
+  without validation ratings, since the test split is scored only once).
 
   Args:
     rows: from ``comparison_rows``.
@@ -362,11 +363,14 @@ def plot_comparison(
   bars.grid(axis="y", alpha=0.3)
 
   for index, (variant, records) in enumerate(curves.items()):
+    series = "valid_rmse" if records and "valid_rmse" in records[0] else None
+    series = series or "train_rmse"
     xs = [r["epoch"] for r in records]
-    ys = [float(np.nanmean(np.asarray(r["test_rmse"], float))) for r in records]
-    lines.plot(xs, ys, color=f"C{index % 10}", label=variant)
+    ys = [float(np.nanmean(np.asarray(r[series], float))) for r in records]
+    label = variant if series == "valid_rmse" else f"{variant} (train)"
+    lines.plot(xs, ys, color=f"C{index % 10}", label=label)
   lines.set_xlabel("epoch")
-  lines.set_ylabel("test RMSE (mean over members)")
+  lines.set_ylabel("validation RMSE (mean over members)")
   lines.grid(alpha=0.3)
   if curves:
     lines.legend(fontsize=8)

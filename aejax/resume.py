@@ -79,7 +79,8 @@ def check_config(workdir: os.PathLike | str, config: Config) -> None:
 
   Raises:
     ResumeError: naming every field that differs (other than those of
-      ``CHANGEABLE_ON_RESUME``), or checkpoints without a ``config.json``.
+      ``CHANGEABLE_ON_RESUME``; ``epochs`` counts when a learning-rate
+      schedule depends on it), or checkpoints without a ``config.json``.
     DataError: ``config.json`` is not a JSON object.
   """
   workdir = pathlib.Path(workdir)
@@ -93,7 +94,11 @@ def check_config(workdir: os.PathLike | str, config: Config) -> None:
   saved = report.read_json(path)
   if not isinstance(saved, dict):
     raise DataError(path, 0, "not a JSON object")
-  differences = config_differences(saved, config.to_json())
+  changeable = CHANGEABLE_ON_RESUME
+  if config.lr_schedule != "constant":
+    # The schedule spans all epochs: other epochs, another learning rate.
+    changeable = tuple(f for f in changeable if f != "epochs")
+  differences = config_differences(saved, config.to_json(), changeable)
   if differences:
     raise ResumeError(
       f"{workdir} holds a run with another config ("
@@ -180,14 +185,21 @@ def restore(workdir: os.PathLike | str, epoch: int, like: Any) -> Any:
   Returns:
     The state, shaped, typed and placed like ``like``.
   """
+  return restore_checkpoint(workdir, epoch, like).state
+
+
+def restore_checkpoint(
+  workdir: os.PathLike | str, epoch: int, like: Any
+) -> checkpoint.Restored:
+  """As ``restore``, with the metrics and information saved beside it."""
   directory = pathlib.Path(workdir) / "checkpoints"
   with (
     checkpoint.Checkpoints(directory) as checkpoints,
     _unreadable(directory, epoch),
   ):
-    state = checkpoints.restore(epoch, like).state
+    restored = checkpoints.restore(epoch, like)
   logging.info("Resuming after epoch %d from %s", epoch, directory)
-  return state
+  return restored
 
 
 @contextlib.contextmanager

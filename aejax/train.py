@@ -14,7 +14,6 @@ an epoch; the caller fetches the epoch's summed metrics once.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -38,11 +37,13 @@ class Hyper(NamedTuple):
     k: units kept in the code layer (its full width when k-sparse is off).
     noise_rate: share of observed inputs zeroed during training.
     sparsity_weight: weight beta of the KL sparsity penalty.
+    l2_weight: weight lambda of AutoRec's kernel penalty.
   """
 
   k: jax.Array
   noise_rate: jax.Array
   sparsity_weight: jax.Array
+  l2_weight: jax.Array
 
 
 class TrainState(NamedTuple):
@@ -65,22 +66,29 @@ class TrainState(NamedTuple):
 
 class StepMetrics(NamedTuple):
   """Training metrics summed over steps: errors before each update, the
-  loss (penalties included) and the number of updating steps."""
+  loss (penalties included) and the number of updating steps; with item
+  rows, also the per-user (column) sums that the course RMSE needs."""
 
   errors: metrics.ErrorSums
   loss: jax.Array
   steps: jax.Array
+  columns: metrics.ColumnSums | None = None
 
   @classmethod
-  def zeros(cls) -> StepMetrics:
+  def zeros(cls, n_columns: int | None = None) -> StepMetrics:
     zero = jnp.zeros((), jnp.float32)
-    return cls(metrics.ErrorSums.zeros(), zero, zero)
+    columns = None if n_columns is None else metrics.ColumnSums.zeros(n_columns)
+    return cls(metrics.ErrorSums.zeros(), zero, zero, columns)
 
   def __add__(self, other: StepMetrics) -> StepMetrics:  # type: ignore[override]
+    columns = None
+    if self.columns is not None and other.columns is not None:
+      columns = self.columns + other.columns
     return StepMetrics(
       self.errors + other.errors,
       self.loss + other.loss,
       self.steps + other.steps,
+      columns,
     )
 
 
@@ -93,20 +101,24 @@ class Program:
     graphdef: the model's structure (``nnx.split``), without parameters.
     optimizer: the optax transformation.
     n_columns: width of a row.
+    n_rows: number of training rows (scales the L2 penalty per batch).
     code_width: width of the code layer.
     use_top_k: some member keeps fewer than all code units.
     use_noise: some member corrupts its inputs.
     use_kl: some member has a KL sparsity weight.
+    use_l2: some member has an L2 kernel penalty.
   """
 
   config: Config
   graphdef: Any
   optimizer: optax.GradientTransformation
   n_columns: int
+  n_rows: int
   code_width: int
   use_top_k: bool
   use_noise: bool
   use_kl: bool
+  use_l2: bool
 
 
 def build_model(config: Config, n_columns: int, key: jax.Array):
@@ -123,9 +135,16 @@ def build_model(config: Config, n_columns: int, key: jax.Array):
 
 
 def make_program(
-  config: Config, n_columns: int, members: Sequence[dict[str, float]]
+  config: Config,
+  n_columns: int,
+  members: Sequence[dict[str, float]],
+  n_rows: int = 1,
 ) -> Program:
-  """The static part of a run, from its config and members."""
+  """The static part of a run, from its config and members.
+
+  ``n_rows`` (the training rows) sets the L2 penalty's share per batch and
+  the length of a learning-rate schedule.
+  """
   model = nnx.eval_shape(
     lambda: build_model(config, n_columns, jax.random.key(0))
   )
@@ -137,6 +156,8 @@ def make_program(
     decay=config.rms_decay,
     eps=config.rms_eps,
     accumulate=config.accumulate_gradients,
+    schedule=config.lr_schedule,
+    total_steps=config.epochs * -(-n_rows // config.batch_size),
   )
   code_width = config.hidden_sizes[autoencoder.code_index(config.hidden_sizes)]
   return Program(
@@ -144,10 +165,12 @@ def make_program(
     graphdef=graphdef,
     optimizer=optimizer,
     n_columns=n_columns,
+    n_rows=n_rows,
     code_width=code_width,
     use_top_k=any(0 < m["k"] < code_width for m in members),
     use_noise=any(m["noise_rate"] > 0 for m in members),
     use_kl=any(m["sparsity_weight"] > 0 for m in members),
+    use_l2=any(m["l2_weight"] > 0 for m in members),
   )
 
 
@@ -196,13 +219,21 @@ def init_members(
   states = jax.jit(jax.vmap(init_one))(
     seed_keys, column("learning_rate"), column("weight_decay")
   )
+  return states, member_hyper(program, members)
+
+
+def member_hyper(
+  program: Program, members: Sequence[dict[str, float]]
+) -> Hyper:
+  """The loss's hyper-parameters of all members, stacked."""
+  column = lambda name: jnp.asarray([m[name] for m in members], jnp.float32)
   k = [int(m["k"]) if m["k"] > 0 else program.code_width for m in members]
-  hyper = Hyper(
+  return Hyper(
     k=jnp.asarray(k, jnp.int32),
     noise_rate=column("noise_rate"),
     sparsity_weight=column("sparsity_weight"),
+    l2_weight=column("l2_weight"),
   )
-  return states, hyper
 
 
 def reconstruct(
@@ -238,10 +269,15 @@ def loss_fn(
 ) -> tuple[jax.Array, jax.Array]:
   """The training objective of one batch and its reconstruction.
 
-  ``L = reduce(m * (f(x_tilde) - x)^2) + beta sum_j KL(rho || rho_hat_j)``
+  ``L = reduce(m * (f(x_tilde) - x)^2) + beta sum_j KL(rho || rho_hat_j)
+  + (B / N) (lambda / 2) sum_W ||W||^2``
   where ``x_tilde`` is ``x`` with masking noise (denoising), ``reduce`` is
-  the configured normalisation and ``rho_hat_j`` is unit ``j``'s mean code
-  activation over the batch's non-empty rows (sparse autoencoders).
+  the configured normalisation, ``rho_hat_j`` is unit ``j``'s mean code
+  activation over the batch's non-empty rows (sparse autoencoders), and
+  the last term is AutoRec's kernel penalty (Sedhain et al., 2015) in
+  proportion to the batch's ``B`` non-empty rows out of the ``N`` training
+  rows, so that an epoch of ``"sum"`` losses adds up to AutoRec's
+  objective.
   """
   inputs = values
   if program.use_noise:
@@ -263,6 +299,14 @@ def loss_fn(
       mean_activation=mean_code, target=program.config.sparsity_target
     ).sum()
     loss = loss + hyper.sparsity_weight * jnp.where(n_rows > 0, penalty, 0.0)
+  if program.use_l2:
+    kernels = [
+      leaf
+      for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+      if any(getattr(entry, "key", None) == "kernel" for entry in path)
+    ]
+    share = mask.any(axis=-1).sum(dtype=jnp.float32) / program.n_rows
+    loss = loss + hyper.l2_weight * share * losses.l2_penalty(kernels)
   return loss, reconstruction
 
 
@@ -323,8 +367,13 @@ def train_step(
   errors = metrics.error_sums(
     predictions=reconstruction, targets=values, mask=mask
   )
+  columns = None
+  if program.config.orientation == "item":
+    columns = metrics.column_sums(
+      predictions=reconstruction, targets=values, mask=mask
+    )
   counted = has_data.astype(jnp.float32)
-  return updated, StepMetrics(errors, loss * counted, counted)
+  return updated, StepMetrics(errors, loss * counted, counted, columns)
 
 
 # XLA:CPU vectorises an element-wise loop along its minor axis, so the
@@ -391,6 +440,7 @@ def make_epoch_fn(
   tutorial skips users without any), so no batch is empty and the step
   needs no guard. Each member shuffles its rows with its own key folded
   with the epoch, unless the config keeps them in index order.
+  With item rows, the course RMSE is taken over users (the columns).
 
   With a ``mesh`` (see ``aejax.parallel``) members are split over its
   ``members`` axis and the rows of every batch over its ``data`` axis; the
@@ -439,13 +489,16 @@ def make_epoch_fn(
       return (state, totals + step_metrics), None
 
     indices = jnp.arange(order.shape[0], dtype=jnp.int32)
-    (state, totals), _ = jax.lax.scan(
-      body, (state, StepMetrics.zeros()), (indices, order)
-    )
+    by_column = program.config.orientation == "item"
+    zeros = StepMetrics.zeros(n_columns if by_column else None)
+    (state, totals), _ = jax.lax.scan(body, (state, zeros), (indices, order))
     state = state._replace(
       params=from_step_layout(state.params, canonical[0]),
       opt_state=from_step_layout(state.opt_state, canonical[1]),
     )
+    if by_column:
+      errors = metrics.course_from_columns(totals.errors, totals.columns)
+      totals = totals._replace(errors=errors, columns=None)
     return state, totals
 
   if mesh is None:
@@ -462,145 +515,4 @@ def make_epoch_fn(
     in_shardings=(members, members, everywhere, everywhere),
     # Metrics are replicated so that every process can read them.
     out_shardings=(members, everywhere),
-  )
-
-
-class EvalTargets(NamedTuple):
-  """What evaluation needs besides the parameters, on the device.
-
-  Attributes:
-    inputs: training rows (the model's input, always).
-    targets: held-out rows to score.
-    order: ``(n_batches, batch)`` rows with a held-out rating, ``-1`` padded.
-    column_seen: columns with at least one training rating.
-    fallback: the prediction used where the model has no information.
-    low: smallest rating, for clipping.
-    high: largest rating, for clipping.
-  """
-
-  inputs: batching.DeviceRows
-  targets: batching.DeviceRows
-  order: jax.Array
-  column_seen: jax.Array
-  fallback: jax.Array
-  low: jax.Array
-  high: jax.Array
-
-
-def eval_targets(
-  train_rows,
-  target_rows,
-  batch_size: int,
-  *,
-  inputs: batching.DeviceRows | None = None,
-  mesh: Mesh | None = None,
-) -> EvalTargets:
-  """Builds ``EvalTargets`` from host rows (training input, held-out).
-
-  ``inputs`` may pass the training rows already on the device, so that
-  they are not copied twice; with a ``mesh`` everything is replicated on it.
-  """
-  scored = np.flatnonzero(target_rows.lengths > 0).astype(np.int32)
-  seen = np.zeros(train_rows.n_columns, bool)
-  seen[train_rows.columns] = True
-  values = train_rows.values
-  host = {
-    "order": batching.fixed_row_order(scored, batch_size),
-    "column_seen": seen,
-    "fallback": np.float32(values.mean() if len(values) else 0.0),
-    "low": np.float32(values.min() if len(values) else 0.0),
-    "high": np.float32(values.max() if len(values) else 0.0),
-  }
-  if mesh is None:
-    put_rows = batching.DeviceRows.put
-    placed = {name: jnp.asarray(value) for name, value in host.items()}
-  else:
-    put_rows = functools.partial(parallel.put_rows, mesh=mesh)
-    placed = parallel.put(host, parallel.replicated(mesh))
-  return EvalTargets(
-    inputs=put_rows(train_rows) if inputs is None else inputs,
-    targets=put_rows(target_rows),
-    **placed,
-  )
-
-
-def predict(
-  program: Program,
-  params,
-  hyper: Hyper,
-  inputs: jax.Array,
-  input_mask: jax.Array,
-  column_seen: jax.Array,
-  fallback: jax.Array,
-  low: jax.Array,
-  high: jax.Array,
-) -> jax.Array:
-  """Predicted ratings of one member for a batch of training rows.
-
-  The input is the clean training row. Where the model has no information
-  (a column never rated in training, or a row with no training rating) the
-  prediction is ``fallback`` if the config asks for it; predictions are
-  clipped to ``[low, high]`` if the config asks for it.
-  """
-  predictions, _ = reconstruct(program, params, inputs, hyper)
-  config = program.config
-  if config.cold_start_fallback:
-    known = column_seen[None, :] & input_mask.any(axis=-1, keepdims=True)
-    predictions = jnp.where(known, predictions, fallback)
-  if config.clip_predictions:
-    predictions = jnp.clip(predictions, low, high)
-  return predictions
-
-
-def make_eval_fn(
-  program: Program,
-  train_rows,
-  target_rows,
-  batch_size: int,
-  mesh: Mesh | None = None,
-):
-  """A jitted ``evaluate(params, hyper, targets) -> ErrorSums`` per member.
-
-  ``train_rows`` and ``target_rows`` (host ``Rows``) fix the capacities.
-  With a ``mesh`` the rows of each batch are split over its ``data`` axis
-  and the members over its ``members`` axis, as in training.
-  """
-  n_columns = program.n_columns
-  densify_inputs = parallel.densifier(mesh, train_rows, batch_size, n_columns)
-  densify_targets = parallel.densifier(mesh, target_rows, batch_size, n_columns)
-
-  def member_eval(params, hyper, data: EvalTargets):
-    def body(totals, row_ids):
-      inputs, input_mask = densify_inputs(data.inputs, row_ids)
-      targets, target_mask = densify_targets(data.targets, row_ids)
-      predictions = predict(
-        program,
-        params,
-        hyper,
-        inputs,
-        input_mask,
-        data.column_seen,
-        data.fallback,
-        data.low,
-        data.high,
-      )
-      sums = metrics.error_sums(
-        predictions=predictions, targets=targets, mask=target_mask
-      )
-      return totals + sums, None
-
-    totals, _ = jax.lax.scan(body, metrics.ErrorSums.zeros(), data.order)
-    return totals
-
-  if mesh is None:
-    return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, None)))
-  batched = jax.vmap(
-    member_eval, in_axes=(0, 0, None), spmd_axis_name=parallel.MEMBERS
-  )
-  members = parallel.member_sharding(mesh)
-  everywhere = parallel.replicated(mesh)
-  return jax.jit(
-    batched,
-    in_shardings=(members, members, everywhere),
-    out_shardings=everywhere,
   )

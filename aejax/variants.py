@@ -24,7 +24,12 @@ SWEEPABLE = (
   "k",
   "noise_rate",
   "sparsity_weight",
+  "l2_weight",
 )
+
+# Predictors used where the model has no information (cold start).
+COLD_START_PREDICTORS = ("mean", "bias")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 OUTPUT_BIASES = ("zeros", "column_mean")
@@ -48,6 +53,10 @@ class Config:
   test_fraction: float = 0.1
   # Lose the first rating of each split file, as the tutorial's reader does.
   drop_first_line: bool = False
+  # Share of the training ratings held out, seeded by ``seed``, to choose
+  # the epoch (and the swept setting) on; 0 trains on all of them and keeps
+  # the last epoch. The test ratings are scored once, after training.
+  valid_fraction: float = 0.0
 
   # --- model ---
   # Widths of the hidden layers; the middle one is the code.
@@ -72,12 +81,21 @@ class Config:
   sparsity_weight: float = 0.0
 
   # --- loss and optimizer ---
-  # observed: mean over a batch's ratings; columns: the tutorial's MSELoss.
+  # observed: mean over a batch's ratings; columns: the tutorial's MSELoss;
+  # sum: sum over a batch's ratings (AutoRec's objective).
   loss_normalization: str = "observed"
-  # rmsprop (decoupled weight decay) or torch_rmsprop (coupled L2).
+  # Weight lambda of AutoRec's L2 penalty (lambda / 2) ||W||^2 on every
+  # kernel (not the biases), added to the loss in proportion to the
+  # batch's share of the rows, so one epoch adds it once.
+  l2_weight: float = 0.0
+  # rmsprop (decoupled weight decay), torch_rmsprop (coupled L2) or adamw
+  # (Adam with decoupled weight decay).
   optimizer: str = "rmsprop"
   learning_rate: float = 1e-3
   weight_decay: float = 0.0
+  # constant, or cosine: the learning rate (and with it the decoupled
+  # decay) falls from its value to 0 along a half cosine over all epochs.
+  lr_schedule: str = "constant"
   # Smoothing of RMSprop's squared-gradient average, and its epsilon.
   rms_decay: float = 0.9
   rms_eps: float = 1e-8
@@ -94,19 +112,36 @@ class Config:
   shuffle: bool = True
   # Rows per evaluation step (memory only; results do not depend on it).
   eval_batch_size: int = 256
+  # Stop once no member's validation RMSE has improved for this many
+  # epochs; 0 never stops early. Needs a validation set.
+  patience: int = 0
 
   # --- evaluation ---
   # Clip predictions to the training ratings' range before scoring.
   clip_predictions: bool = True
-  # Predict the training mean where the model has no information: for
-  # columns never rated in training, and for rows with no training ratings.
+  # Where the model has no information (a column never rated in training,
+  # or a row with no training rating) predict with cold_start_predictor
+  # instead of the model.
   cold_start_fallback: bool = True
+  # mean: the training mean; bias: the baseline mu + b_user + b_item of
+  # the training ratings (a bias never estimated is 0).
+  cold_start_predictor: str = "mean"
+  # Ridge weight of the user and item biases (baseline and fallback).
+  bias_regularization: float = 5.0
+  # Recall@K and NDCG@K are reported for these K.
+  ranking_cutoffs: tuple[int, ...] = (10, 20)
+  # A held-out rating at least this high is a relevant item for ranking.
+  relevance_threshold: float = 4.0
 
   # --- members ---
   # Seed of the first member; member seeds are seed, seed + 1, ...
   seed: int = 0
   # Number of seeds per swept setting.
   seeds: int = 1
+  # Also score each setting's ensemble, the mean prediction of its seeds,
+  # and choose its members jointly: the epoch whose ensemble has the
+  # lowest validation RMSE.
+  ensemble: bool = False
   # Swept hyper-parameters: ((name, (value, ...)), ...); members are the
   # cartesian product of these values with the seeds.
   sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
@@ -114,6 +149,27 @@ class Config:
   def to_json(self) -> dict[str, Any]:
     """A JSON-ready dict of the fields."""
     return json.loads(json.dumps(dataclasses.asdict(self)))
+
+  @classmethod
+  def from_json(cls, fields: Mapping[str, Any]) -> Config:
+    """The config that ``to_json`` wrote, validated.
+
+    Raises:
+      ValueError: an unknown field or a bad value.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+      raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+    values = dict(fields)
+    for name in ("hidden_sizes", "ranking_cutoffs"):
+      if name in values:
+        values[name] = tuple(values[name])
+    if "sweep" in values:
+      values["sweep"] = tuple(
+        (name, tuple(grid)) for name, grid in values["sweep"]
+      )
+    return validate(cls(**values))
 
 
 _BASE = Config()
@@ -196,6 +252,30 @@ VARIANTS: dict[str, Config] = {
     clip_predictions=False,
     cold_start_fallback=False,
   ),
+  # I-AutoRec (Sedhain et al., 2015): each item's vector of user ratings
+  # is a row; one sigmoid hidden layer of 500, identity output; the sum of
+  # squared errors over observed ratings plus (lambda / 2) ||W||^2. The
+  # paper trains with L-BFGS or Rprop; Adam on mini-batches of items
+  # reaches the same error. A validation share picks the epoch, and
+  # cold-start ratings get the bias baseline.
+  "autorec": dataclasses.replace(
+    _BASE,
+    variant="autorec",
+    orientation="item",
+    hidden_sizes=(500,),
+    activation="sigmoid",
+    output_activation="identity",
+    loss_normalization="sum",
+    l2_weight=1.0,
+    optimizer="adamw",
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    epochs=200,
+    batch_size=32,
+    valid_fraction=0.05,
+    patience=20,
+    cold_start_predictor="bias",
+  ),
 }
 
 # What reproduces the tutorial's published figures on top of the course
@@ -231,6 +311,36 @@ def validate(config: Config) -> Config:
   _check(
     0.0 < c.test_fraction < 1.0,
     f"test_fraction must lie in (0, 1), not {c.test_fraction}",
+  )
+  _check(
+    0.0 <= c.valid_fraction < 1.0,
+    f"valid_fraction must lie in [0, 1), not {c.valid_fraction}",
+  )
+  _check(
+    isinstance(c.patience, int) and c.patience >= 0,
+    f"patience must be a non-negative integer, not {c.patience!r}",
+  )
+  _check(
+    c.patience == 0 or c.valid_fraction > 0,
+    f"patience={c.patience} needs a validation set (valid_fraction > 0)",
+  )
+  _check(
+    c.cold_start_predictor in COLD_START_PREDICTORS,
+    f"cold_start_predictor {c.cold_start_predictor!r} unknown; known: "
+    f"{', '.join(COLD_START_PREDICTORS)}",
+  )
+  _check(
+    c.bias_regularization >= 0.0,
+    f"bias_regularization must be non-negative, not {c.bias_regularization}",
+  )
+  _check(
+    len(c.ranking_cutoffs) > 0
+    and all(isinstance(k, int) and k > 0 for k in c.ranking_cutoffs),
+    f"ranking_cutoffs must be positive integers, not {c.ranking_cutoffs}",
+  )
+  _check(
+    c.lr_schedule in LR_SCHEDULES,
+    f"lr_schedule {c.lr_schedule!r} unknown; known: {', '.join(LR_SCHEDULES)}",
   )
   _check(
     len(c.hidden_sizes) > 0
@@ -313,6 +423,8 @@ def _validate_member(c: Config, member: Mapping[str, float]) -> None:
   _check(0.0 <= noise < 1.0, f"noise_rate must lie in [0, 1), not {noise}")
   beta = member["sparsity_weight"]
   _check(beta >= 0.0, f"sparsity_weight must be non-negative, not {beta}")
+  l2 = member["l2_weight"]
+  _check(l2 >= 0.0, f"l2_weight must be non-negative, not {l2}")
   k = member["k"]
   code = c.hidden_sizes[autoencoder.code_index(c.hidden_sizes)]
   _check(
@@ -354,8 +466,9 @@ def get_config(variant: str, **overrides: Any) -> Config:
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-  if "hidden_sizes" in overrides:
-    overrides["hidden_sizes"] = tuple(overrides["hidden_sizes"])
+  for name in ("hidden_sizes", "ranking_cutoffs"):
+    if name in overrides:
+      overrides[name] = tuple(overrides[name])
   if "sweep" in overrides:
     overrides["sweep"] = tuple(
       (name, tuple(values)) for name, values in overrides["sweep"]

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import batching, fit, report, train, variants
+from aejax import batching, evaluation, fit, report, train, variants
 from aejax.data import movielens
 from aejax.data.ratings import Rows
 
@@ -21,12 +21,13 @@ def run_members(config, data, epochs=3):
   program = train.make_program(config, rows.n_columns, members)
   states, hyper = train.init_members(program, members)
   epoch_fn = train.make_epoch_fn(program, rows, config.batch_size)
-  eval_fn = train.make_eval_fn(program, rows, test_rows, 64)
+  eval_fn = evaluation.make_eval_fn(program, rows, test_rows, 64)
   device_rows = batching.DeviceRows.put(rows)
-  targets = train.eval_targets(rows, test_rows, 64)
+  targets = evaluation.eval_targets(rows, test_rows, 64)
+  weights = evaluation.predictor_weights(len(members))
   for epoch in range(epochs):
     states, _ = epoch_fn(states, hyper, device_rows, np.int32(epoch))
-  return states.params, eval_fn(states.params, hyper, targets)
+  return states.params, eval_fn(states.params, hyper, targets, weights)
 
 
 SWEEPS = {

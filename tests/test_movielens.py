@@ -46,6 +46,16 @@ def test_crlf_and_missing_final_newline(tmp_path):
   np.testing.assert_array_equal(raw.values, [3.0, 2.0])
 
 
+def test_ml1m_titles_are_latin1(tmp_path):
+  path = tmp_path / "movies.dat"
+  path.write_bytes(
+    "1::Toy Story (1995)::Animation\r\n"
+    "73::Misérables, Les (1995)::Drama|War\r\n".encode("latin-1")
+  )
+  titles = movielens.parse_titles(path)
+  assert titles == {1: "Toy Story (1995)", 73: "Misérables, Les (1995)"}
+
+
 def test_ml1m_separator(tmp_path):
   path = tmp_path / "ratings.dat"
   path.write_bytes(b"1::1193::5::978300760\r\n1::661::3::978302109\r\n")

@@ -391,6 +391,41 @@ class SplitData:
     return len(self.item_ids)
 
 
+def with_validation(data: SplitData, fraction: float, seed: int) -> SplitData:
+  """Moves a seeded share of the training ratings into a validation set.
+
+  Exactly ``round(fraction * len(data.train))`` training ratings, drawn by
+  a permutation seeded with ``(seed, 1)`` (a stream apart from the random
+  split's), become ``valid``; the rest stay in ``train``. Only training
+  ratings are read, so the test ratings cannot influence the carve.
+
+  Args:
+    data: a split without a validation set.
+    fraction: the share to hold out, in ``[0, 1)``; 0 returns ``data``.
+    seed: the carve's seed.
+
+  Returns:
+    The split with ``valid`` set (``None`` when ``fraction`` is 0).
+
+  Raises:
+    ValueError: ``fraction`` outside ``[0, 1)``, or ``data`` has a
+      validation set already.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f"valid_fraction must lie in [0, 1), not {fraction}")
+  if data.valid is not None:
+    raise ValueError(f"{data.name} {data.split} has a validation set already")
+  if fraction == 0.0:
+    return data
+  n = len(data.train)
+  order = np.random.default_rng((seed, 1)).permutation(n)
+  held = np.zeros(n, bool)
+  held[order[: round(fraction * n)]] = True
+  return dataclasses.replace(
+    data, train=data.train.subset(~held), valid=data.train.subset(held)
+  )
+
+
 def _drop_first(raw: RawRatings) -> RawRatings:
   return raw.take(np.arange(1, len(raw)))
 
