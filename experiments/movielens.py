@@ -5,10 +5,15 @@ r"""Trains an autoencoder variant on MovieLens and reports its test error.
       --workdir=runs/stacked
   python -m experiments.movielens --variant=course --faithful
   python -m experiments.movielens --seeds=4 --mesh=members:2,data:4
+  python -m experiments.movielens --variant=autorec --seeds=5 --ensemble
+  python -m experiments.movielens --variant=autorec --folds=5
+  python -m experiments.movielens --variant=autorec --dataset=ml-1m \
+      --split=random --folds=3
 
 With no other flag it trains on ML-100k's official u1 split (fetched,
 verified and cached on first use), logs one line per epoch and ends with a
-table of final figures. Everything the run produces lands in ``--workdir``.
+table of final figures next to the baselines. Everything the run produces
+lands in ``--workdir``.
 
 ``--variant=all`` trains every variant in turn, in one process (one compiled
 program per variant, each into ``<workdir>/<variant>/``), and writes a
@@ -26,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
-from aejax import fit, parallel, report, resume, variants
+from aejax import fit, folds, parallel, report, resume, variants
 from aejax.data import movielens, sources
 from aejax.errors import DataError
 
@@ -61,8 +66,45 @@ _K = flags.DEFINE_integer("k", None, "Code units kept by k-sparse selection.")
 _NOISE_RATE = flags.DEFINE_float(
   "noise_rate", None, "Share of observed inputs zeroed (denoising)."
 )
-_SEED = flags.DEFINE_integer("seed", None, "Seed of the first member.")
+_L2_WEIGHT = flags.DEFINE_float(
+  "l2_weight", None, "AutoRec's lambda: (lambda / 2) ||W||^2 on kernels."
+)
+_OPTIMIZER = flags.DEFINE_enum(
+  "optimizer", None, ["rmsprop", "torch_rmsprop", "adamw"], "Optimizer."
+)
+_LR_SCHEDULE = flags.DEFINE_enum(
+  "lr_schedule", None, ["constant", "cosine"], "Learning-rate schedule."
+)
+_VALID_FRACTION = flags.DEFINE_float(
+  "valid_fraction",
+  None,
+  "Share of the training ratings held out to choose the epoch on; 0 "
+  "keeps the last epoch.",
+)
+_PATIENCE = flags.DEFINE_integer(
+  "patience",
+  None,
+  "Stop after this many epochs without validation improvement; 0 never.",
+)
+_COLD_START = flags.DEFINE_enum(
+  "cold_start_predictor",
+  None,
+  ["mean", "bias"],
+  "Prediction for users or items without training ratings.",
+)
+_SEED = flags.DEFINE_integer(
+  "seed", None, "Seed of the first member, the random split and the carve."
+)
 _SEEDS = flags.DEFINE_integer("seeds", None, "Members with different seeds.")
+_ENSEMBLE = flags.DEFINE_boolean(
+  "ensemble", None, "Also score the mean prediction of each setting's seeds."
+)
+_FOLDS = flags.DEFINE_integer(
+  "folds",
+  None,
+  "Train on this many splits and report mean and standard deviation: "
+  "u1..uN of ML-100k, or N seeded random splits.",
+)
 _SWEEP = flags.DEFINE_multi_string(
   "sweep", [], "name=v1,v2,... ; repeatable; crossed with the seeds."
 )
@@ -134,8 +176,15 @@ def config_from_flags(variant: str) -> variants.Config:
     "weight_decay": _WEIGHT_DECAY.value,
     "k": _K.value,
     "noise_rate": _NOISE_RATE.value,
+    "l2_weight": _L2_WEIGHT.value,
+    "optimizer": _OPTIMIZER.value,
+    "lr_schedule": _LR_SCHEDULE.value,
+    "valid_fraction": _VALID_FRACTION.value,
+    "patience": _PATIENCE.value,
+    "cold_start_predictor": _COLD_START.value,
     "seed": _SEED.value,
     "seeds": _SEEDS.value,
+    "ensemble": _ENSEMBLE.value,
   }
   overrides.update({k: v for k, v in optional.items() if v is not None})
   if _HIDDEN_SIZES.value is not None:
@@ -182,23 +231,47 @@ def default_workdir(config: variants.Config) -> pathlib.Path:
   )
 
 
+def _ranking_name(results: dict) -> str:
+  cutoffs = [k for k in results if k.startswith("test_ndcg@")]
+  return cutoffs[0].removeprefix("test_ndcg@") if cutoffs else "10"
+
+
 def results_table(results: dict) -> str:
-  """The final table: one row per member and a mean row when several."""
+  """The final table: each member, each ensemble, their mean, and the
+  baselines, scored on validation and (once) on test."""
+  k = _ranking_name(results)
   header = [
-    "member",
+    "predictor",
+    "epoch",
+    "valid RMSE",
     "test RMSE",
     "test MAE",
     "test course RMSE",
-    "train course RMSE",
+    f"recall@{k}",
+    f"NDCG@{k}",
   ]
-  keys = ["test_rmse", "test_mae", "test_course_rmse", "train_course_rmse"]
+  keys = [
+    "valid_rmse",
+    "test_rmse",
+    "test_mae",
+    "test_course_rmse",
+    f"test_recall@{k}",
+    f"test_ndcg@{k}",
+  ]
   rows = []
   members = results["members"]
   for index, member in enumerate(members):
-    label = f"{index} (seed {member['seed']})" if len(members) > 1 else "-"
-    rows.append([label, *(member[k] for k in keys)])
+    label = f"member {index} (seed {member['seed']})"
+    if len(members) == 1:
+      label = results["variant"]
+    rows.append([label, member["selected_epoch"], *map(member.get, keys)])
   if len(members) > 1:
-    rows.append(["mean", *(results[k] for k in keys)])
+    rows.append(["member mean", None, *map(results.get, keys)])
+  for ensemble in results.get("ensembles", []):
+    label = f"ensemble of {len(ensemble['seeds'])} seeds"
+    rows.append([label, None, *map(ensemble.get, keys)])
+  for baseline in results.get("baselines", []):
+    rows.append([baseline["name"], None, *map(baseline.get, keys)])
   return report.format_table(header, rows)
 
 
@@ -211,6 +284,39 @@ def fail(error: Exception | str, status: int) -> int:
   message = " ".join(str(error).split())
   print(f"error: {message}", file=sys.stderr)
   return status
+
+
+def folds_table(summary: dict) -> str:
+  """Test figures as mean +- standard deviation over folds."""
+  header = ["predictor", "test RMSE", "test MAE", "test course RMSE"]
+  keys = ["test_rmse", "test_mae", "test_course_rmse"]
+
+  def cells(figures: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in keys:
+      mean = figures.get(prefix + key)
+      std = figures.get(prefix + key + "_std")
+      out.append("-" if mean is None else f"{mean:.4f} +- {std:.4f}")
+    return out
+
+  model = summary["model"]
+  rows = [["member mean", *cells(model)]]
+  if "ensemble_test_rmse" in model:
+    rows.append(["ensemble", *cells(model, "ensemble_")])
+  for name, figures in summary["baselines"].items():
+    rows.append([name, *cells(figures)])
+  return report.format_table(header, rows)
+
+
+def _load(config: variants.Config) -> movielens.SplitData:
+  return movielens.load(
+    config.dataset,
+    config.split,
+    data_dir=_DATA_DIR.value,
+    seed=config.seed,
+    test_fraction=config.test_fraction,
+    drop_first_line=config.drop_first_line,
+  )
 
 
 def main(argv):
@@ -240,14 +346,12 @@ def main(argv):
           "eval_batch_size": config.eval_batch_size,
         },
       )
-    data = movielens.load(
-      first.dataset,
-      first.split,
-      data_dir=_DATA_DIR.value,
-      seed=first.seed,
-      test_fraction=first.test_fraction,
-      drop_first_line=first.drop_first_line,
-    )
+    fold_configs = None
+    if _FOLDS.value is not None:
+      if len(configs) > 1:
+        raise ValueError("--folds runs one variant, not --variant=all")
+      fold_configs = folds.fold_configs(first, _FOLDS.value)
+    data = _load(fold_configs[0] if fold_configs else first)
   except ValueError as error:  # DataError included
     return fail(error, 2)
   except sources.FetchError as error:
@@ -259,6 +363,23 @@ def main(argv):
   primary = jax.process_index() == 0
   prefix = ""
   try:
+    if fold_configs is not None:
+      loaded = {folds.fold_name(fold_configs[0]): data}
+      load = lambda c: loaded.pop(folds.fold_name(c), None) or _load(c)
+      summary = folds.run_folds(first, _FOLDS.value, load, workdir, mesh)
+      for name, results in zip(
+        summary["folds"], summary["results"], strict=True
+      ):
+        print(f"\n{name}: {summary_line(results)}")
+        print(results_table(results))
+      print(
+        f"\n{first.variant} on {first.dataset}, folds "
+        f"{', '.join(summary['folds'])}: mean +- standard deviation"
+      )
+      print(folds_table(summary))
+      print(f"\nResults in {workdir}")
+      return 0
+
     if len(configs) == 1:
       results = fit.fit(first, data, workdir, mesh=mesh)
       if primary:
@@ -295,9 +416,9 @@ def main(argv):
 def summary_line(results: dict) -> str:
   return (
     f"{results['variant']} on {results['dataset']} {results['split']}, "
-    f"{results['epochs']} epochs, {results['seconds']:.1f} s "
-    f"(+{results['compile_seconds']:.1f} s compiling): test RMSE "
-    f"{results['test_rmse']:.4f}"
+    f"{results['epochs_run']} of {results['epochs']} epochs, "
+    f"{results['seconds']:.1f} s (+{results['compile_seconds']:.1f} s "
+    f"compiling): test RMSE {results['test_rmse']:.4f}"
   )
 
 

@@ -41,7 +41,19 @@ def test_tiny_run_prints_table_and_writes_workdir(tiny_split, tmp_path):
     cache=tmp_path / "cache",
   )
   assert result.returncode == 0, result.stderr
-  assert "| member | test RMSE | test MAE | test course RMSE" in result.stdout
+  header = next(
+    line for line in result.stdout.splitlines() if line.startswith("| pred")
+  )
+  cells = [cell.strip() for cell in header.strip("|").split("|")]
+  assert cells[:6] == [
+    "predictor",
+    "epoch",
+    "valid RMSE",
+    "test RMSE",
+    "test MAE",
+    "test course RMSE",
+  ]
+  assert "| user + item biases |" in result.stdout
   results = json.loads((workdir / "results.json").read_text())
   assert results["variant"] == "ksparse" and results["epochs"] == 3
 

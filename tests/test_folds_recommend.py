@@ -1,0 +1,161 @@
+"""The five-fold protocol and the recommendation script, as a user runs
+them, on tiny synthetic folds with titles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import synthetic_rows, write_ratings
+
+from aejax import folds, recommend, variants
+from aejax.data import movielens
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_ITEMS = 20
+
+
+def run(module, *flags, cache):
+  env = dict(os.environ, AEJAX_DATA_DIR=str(cache), JAX_PLATFORMS="cpu")
+  return subprocess.run(
+    [sys.executable, "-m", module, *flags],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env=env,
+    timeout=300,
+    check=False,
+  )
+
+
+def test_fold_configs():
+  config = variants.get_config("autorec")
+  assert [c.split for c in folds.fold_configs(config, 5)] == [
+    "u1",
+    "u2",
+    "u3",
+    "u4",
+    "u5",
+  ]
+  random = variants.get_config("autorec", split="random", seed=4)
+  assert [c.seed for c in folds.fold_configs(random, 3)] == [4, 5, 6]
+  assert folds.fold_name(folds.fold_configs(random, 3)[1]) == "seed-5"
+  with pytest.raises(ValueError, match="ML-100k has 5 folds, not 6"):
+    folds.fold_configs(config, 6)
+  with pytest.raises(ValueError, match="split 'ua' has no folds"):
+    folds.fold_configs(variants.get_config("autorec", split="ua"), 2)
+
+
+@pytest.fixture(scope="module")
+def two_fold_run(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("folds")
+  data_dir = folder / "ml-100k"
+  data_dir.mkdir()
+  rows = synthetic_rows(n_users=10, n_items=N_ITEMS, density=0.5)
+  rng = np.random.default_rng(3)
+  fold_of = rng.integers(0, 2, len(rows))
+  for fold in (0, 1):
+    name = f"u{fold + 1}"
+    held = fold_of == fold
+    write_ratings(
+      data_dir / f"{name}.base",
+      [r for r, h in zip(rows, held, strict=True) if not h],
+    )
+    write_ratings(
+      data_dir / f"{name}.test",
+      [r for r, h in zip(rows, held, strict=True) if h],
+    )
+  titles = [f"{i}|Movie {i} ({1990 + i})|01-Jan-1990" for i in range(1, 21)]
+  titles[6] = "7|Café Society (1996)|01-Jan-1996"
+  (data_dir / "u.item").write_bytes("\n".join(titles).encode("latin-1"))
+  workdir = folder / "run"
+  result = run(
+    "experiments.movielens",
+    "--variant=autorec",
+    f"--data_dir={data_dir}",
+    f"--workdir={workdir}",
+    "--folds=2",
+    "--epochs=3",
+    "--hidden_sizes=6",
+    "--seeds=2",
+    "--ensemble",
+    "--valid_fraction=0.2",
+    cache=folder / "cache",
+  )
+  return data_dir, workdir, rows, fold_of, result
+
+
+def test_folds_report_mean_and_std_over_folds(two_fold_run):
+  _, workdir, _, _, result = two_fold_run
+  assert result.returncode == 0, result.stderr
+  assert "folds u1, u2: mean +- standard deviation" in result.stdout
+  assert "| user + item biases |" in result.stdout
+  summary = json.loads((workdir / "folds.json").read_text())
+  assert summary["folds"] == ["u1", "u2"]
+  per_fold = [
+    json.loads((workdir / name / "results.json").read_text())
+    for name in ("u1", "u2")
+  ]
+  for key in ("test_rmse", "ensemble_test_rmse", "valid_rmse"):
+    values = [r[key] for r in per_fold]
+    assert summary["model"][key] == pytest.approx(np.mean(values))
+    assert summary["model"][f"{key}_std"] == pytest.approx(
+      np.std(values, ddof=1)
+    )
+  biases = [
+    next(b for b in r["baselines"] if b["name"] == "user + item biases")
+    for r in per_fold
+  ]
+  assert summary["baselines"]["user + item biases"][
+    "test_rmse"
+  ] == pytest.approx(np.mean([b["test_rmse"] for b in biases]))
+
+
+def test_recommend_lists_unrated_movies_with_titles(two_fold_run):
+  data_dir, workdir, rows, fold_of, _ = two_fold_run
+  result = run(
+    "experiments.recommend",
+    f"--workdir={workdir / 'u1'}",
+    f"--data_dir={data_dir}",
+    "--user=3",
+    "--top=4",
+    cache=workdir / "cache",
+  )
+  assert result.returncode == 0, result.stderr
+  out = result.stdout
+  assert "Top 4 unrated movies for user 3" in out
+  assert "top-rated training movies" in out
+
+  listed = recommend.recommend(workdir / "u1", 3, top=4, data_dir=data_dir)
+  assert len(listed.items) == 4
+  predicted = [r.predicted for r in listed.items]
+  assert predicted == sorted(predicted, reverse=True)
+  for item in listed.items:
+    assert f"| {item.title} " in out
+  # None of them was rated by user 3 in fold u1's training ratings (the
+  # validation carve is part of them).
+  trained = {
+    r[1] for r, f in zip(rows, fold_of, strict=True) if f != 0 and r[0] == 3
+  }
+  assert not trained & {r.item_id for r in listed.items}
+  held = {
+    r[1]: r[2]
+    for r, f in zip(rows, fold_of, strict=True)
+    if f == 0 and r[0] == 3
+  }
+  for item in listed.items:
+    assert item.held_out == held.get(item.item_id)
+  ratings = [rating for _, _, rating in listed.history]
+  assert ratings == sorted(ratings, reverse=True)
+  assert {i for i, _, _ in listed.history} <= trained
+  data = movielens.load("ml-100k", "u1", data_dir=data_dir)
+  assert data.titles[7] == "Café Society (1996)"
+  for item in listed.items:
+    assert item.title == data.titles[item.item_id]
+
+  with pytest.raises(ValueError, match="user 99 is not in ml-100k"):
+    recommend.recommend(workdir / "u1", 99, data_dir=data_dir)
