@@ -546,15 +546,22 @@ def _train(
         metrics=record,
         info=run.saved_info(outputs.fingerprint),
       )
-    logging.info(
-      "epoch %d/%d  train loss %.4f  train RMSE %.4f  valid RMSE %.4f  %.2f s",
-      epoch + 1,
-      config.epochs,
-      np.mean(loss),
-      _mean(record["train_rmse"]),
-      _mean(record.get("valid_rmse", [np.nan])),
-      seconds,
-    )
+    figures = [epoch + 1, config.epochs, np.mean(loss)]
+    figures.append(_mean(record["train_rmse"]))
+    if validator is None:
+      logging.info(
+        "epoch %d/%d  train loss %.4f  train RMSE %.4f  %.2f s",
+        *figures,
+        seconds,
+      )
+    else:
+      logging.info(
+        "epoch %d/%d  train loss %.4f  train RMSE %.4f  valid RMSE %.4f  "
+        "%.2f s",
+        *figures,
+        _mean(record["valid_rmse"]),
+        seconds,
+      )
     if stop:
       logging.info(
         "No validation improvement for %d epochs: stopping after epoch %d",

@@ -247,6 +247,7 @@ def results_table(results: dict) -> str:
     "test RMSE",
     "test MAE",
     "test course RMSE",
+    "train course RMSE",
     f"recall@{k}",
     f"NDCG@{k}",
   ]
@@ -255,6 +256,7 @@ def results_table(results: dict) -> str:
     "test_rmse",
     "test_mae",
     "test_course_rmse",
+    "train_course_rmse",
     f"test_recall@{k}",
     f"test_ndcg@{k}",
   ]
