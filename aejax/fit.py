@@ -728,7 +728,9 @@ def summarize_run(
   final: dict[str, Any],
 ) -> dict[str, Any]:
   """``results.json``: identification, mean figures, each member's, each
-  ensemble's and each baseline's.
+  ensemble's and each baseline's, and the predictor that validation
+  selects (``selected``: the ensemble, or without ensembles the member,
+  with the lowest validation RMSE; its figures also as ``selected_*``).
 
   A member's training figures are those of its selected epoch; its
   validation and test figures are scored after training with its selected
@@ -780,8 +782,28 @@ def summarize_run(
         if k.startswith(("valid_", "test_"))
       }
     )
+  results["selected"] = _selected(ensembles or per_member, bool(ensembles))
+  results.update(
+    {
+      f"selected_{k}": v
+      for k, v in results["selected"].items()
+      if k.startswith(("valid_", "test_"))
+    }
+  )
   results["baselines"] = final["baselines"]
   return results
+
+
+def _selected(candidates: list[dict[str, Any]], ensembles: bool) -> dict:
+  """The candidate with the lowest validation RMSE (the last member when
+  there is no validation set), named as such."""
+  valid = [c.get("valid_rmse") for c in candidates]
+  if any(v is None or not np.isfinite(v) for v in valid):
+    index = len(candidates) - 1
+  else:
+    index = int(np.argmin(valid))
+  kind = "ensemble" if ensembles else "member"
+  return {"predictor": f"{kind} {index}", **candidates[index]}
 
 
 def _predictor_figures(final: dict[str, Any], index: int) -> dict[str, float]:

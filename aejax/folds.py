@@ -63,7 +63,7 @@ def _numbers(entry: dict[str, Any]) -> dict[str, float]:
   return {
     k: float(v)
     for k, v in entry.items()
-    if k.startswith(("train_", "valid_", "test_", "ensemble_"))
+    if k.startswith(("train_", "valid_", "test_", "ensemble_", "selected_"))
     and not k.endswith("_std")
     and isinstance(v, (int, float))
   }
@@ -83,8 +83,9 @@ def summarize_folds(
 ) -> dict[str, Any]:
   """Mean and standard deviation over folds of every figure.
 
-  A fold's model figure is its mean over members (and its ensemble's,
-  when there is one); each baseline is summarised under its name. The
+  A fold's model figures are its mean over members, its ensemble's (when
+  there is one) and its predictor selected on validation
+  (``selected_*``); each baseline is summarised under its name. The
   standard deviation is the sample one over folds (``ddof = 1``).
 
   Args:

@@ -305,6 +305,7 @@ def folds_table(summary: dict) -> str:
   rows = [["member mean", *cells(model)]]
   if "ensemble_test_rmse" in model:
     rows.append(["ensemble", *cells(model, "ensemble_")])
+  rows.append(["selected on validation", *cells(model, "selected_")])
   for name, figures in summary["baselines"].items():
     rows.append([name, *cells(figures)])
   return report.format_table(header, rows)
@@ -369,11 +370,14 @@ def main(argv):
       loaded = {folds.fold_name(fold_configs[0]): data}
       load = lambda c: loaded.pop(folds.fold_name(c), None) or _load(c)
       summary = folds.run_folds(first, _FOLDS.value, load, workdir, mesh)
+      if not primary:
+        return 0
       for name, results in zip(
         summary["folds"], summary["results"], strict=True
       ):
         print(f"\n{name}: {summary_line(results)}")
         print(results_table(results))
+        print(selected_line(results))
       print(
         f"\n{first.variant} on {first.dataset}, folds "
         f"{', '.join(summary['folds'])}: mean +- standard deviation"
@@ -388,6 +392,7 @@ def main(argv):
         print()
         print(summary_line(results))
         print(results_table(results))
+        print(selected_line(results))
         print(f"\nResults in {workdir}")
       return 0
 
@@ -413,6 +418,22 @@ def main(argv):
   print(table)
   print(f"\nComparison in {workdir}/comparison.md, .json and .png")
   return 0
+
+
+def selected_line(results: dict) -> str:
+  """Which predictor validation chose, and its test figures."""
+  chosen = results["selected"]
+  swept = ", ".join(f"{n}={chosen[n]:g}" for n in results.get("swept", []))
+  return (
+    f"Selected on validation: {chosen['predictor']}"
+    + (f" ({swept})" if swept else "")
+    + f", valid RMSE {_number(chosen.get('valid_rmse'))}, test RMSE "
+    f"{_number(chosen.get('test_rmse'))}"
+  )
+
+
+def _number(value) -> str:
+  return "-" if value is None else f"{value:.4f}"
 
 
 def summary_line(results: dict) -> str:

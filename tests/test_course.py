@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import batching, metrics, optim, train, variants
+from aejax import batching, evaluation, metrics, optim, train, variants
 from aejax.data.ratings import Ratings, Rows
 from aejax.models import autoencoder
 
@@ -90,9 +90,12 @@ def test_course_epoch_matches_pytorch(run):
   )
   # Its test loss: raw predictions from the training rows, a user without
   # training ratings included.
-  evaluate = train.make_eval_fn(program, train_rows, test_rows, 4)
+  evaluate = evaluation.make_eval_fn(program, train_rows, test_rows, 4)
   test_totals = evaluate(
-    states.params, hyper, train.eval_targets(train_rows, test_rows, 4)
+    states.params,
+    hyper,
+    evaluation.eval_targets(train_rows, test_rows, 4),
+    evaluation.predictor_weights(len(members)),
   )
   np.testing.assert_allclose(
     metrics.summarize(test_totals)["course_rmse"][0],

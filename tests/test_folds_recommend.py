@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -93,14 +94,20 @@ def test_folds_report_mean_and_std_over_folds(two_fold_run):
   _, workdir, _, _, result = two_fold_run
   assert result.returncode == 0, result.stderr
   assert "folds u1, u2: mean +- standard deviation" in result.stdout
-  assert "| user + item biases |" in result.stdout
+  assert "Selected on validation: ensemble 0" in result.stdout
+  assert re.search(r"\| user \+ item biases +\| [0-9.]+ \+- ", result.stdout)
   summary = json.loads((workdir / "folds.json").read_text())
   assert summary["folds"] == ["u1", "u2"]
   per_fold = [
     json.loads((workdir / name / "results.json").read_text())
     for name in ("u1", "u2")
   ]
-  for key in ("test_rmse", "ensemble_test_rmse", "valid_rmse"):
+  for key in (
+    "test_rmse",
+    "ensemble_test_rmse",
+    "valid_rmse",
+    "selected_test_rmse",
+  ):
     values = [r[key] for r in per_fold]
     assert summary["model"][key] == pytest.approx(np.mean(values))
     assert summary["model"][f"{key}_std"] == pytest.approx(

@@ -189,6 +189,12 @@ def test_members_alone_are_kept_at_their_own_best_epochs(tiny_split, tmp_path):
     assert member["valid_rmse"] == pytest.approx(
       valid.min(axis=0)[index], rel=1e-5
     )
+  # The swept setting with the lower validation RMSE is the one reported.
+  chosen = int(np.argmin([m["valid_rmse"] for m in results["members"]]))
+  assert results["selected"]["predictor"] == f"member {chosen}"
+  assert (
+    results["selected_test_rmse"] == results["members"][chosen]["test_rmse"]
+  )
 
 
 def test_test_ratings_reach_no_input_decision_or_statistic(twin_runs):
@@ -218,3 +224,10 @@ def test_test_ratings_reach_no_input_decision_or_statistic(twin_runs):
   # counted all of them, those of the new user and item included.
   assert first["test_rmse"] < 5 < second["test_rmse"]
   assert first["test_ratings"] == second["test_ratings"] == 20
+
+
+def test_validation_selects_the_setting(twin_runs):
+  _, results, _ = twin_runs
+  # One setting: its ensemble is the selected predictor.
+  assert results["selected"]["predictor"] == "ensemble 0"
+  assert results["selected_test_rmse"] == results["ensemble_test_rmse"]
