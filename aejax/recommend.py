@@ -1,24 +1,18 @@
 """Top-N recommendations for one user from a finished run's workdir.
 
-The run's ``config.json`` rebuilds the model and its data split (the same
-carve of validation ratings), ``selected.npz`` supplies the selected
-parameters and the cold-start predictor. When the run swept settings, the
-setting with the lowest mean validation RMSE is used; its seeds'
-predictions are averaged.
+The run's predictor selected on validation (``aejax.runs``) ranks the
+movies the user has not rated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 
-from aejax import batching, evaluation, export, report, train, variants
-from aejax.data import movielens
-from aejax.data.ratings import Rows, concatenate
+from aejax import runs
+from aejax.data.ratings import concatenate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,24 +44,6 @@ class Recommendations:
   history: list[tuple[int, str, float]]
 
 
-def _chosen_members(
-  config: variants.Config, workdir: pathlib.Path, n_members: int
-) -> list[int]:
-  """The seeds of the setting with the lowest mean validation RMSE."""
-  # Members are ordered settings outer, seeds inner.
-  groups = [
-    list(range(start, start + config.seeds))
-    for start in range(0, n_members, config.seeds)
-  ]
-  if len(groups) == 1:
-    return groups[0]
-  results = report.read_json(workdir / "results.json")
-  valid = [m.get("valid_rmse") for m in results["members"]]
-  if any(v is None for v in valid):
-    valid = [m["train_rmse"] for m in results["members"]]
-  return min(groups, key=lambda g: float(np.mean([valid[i] for i in g])))
-
-
 def recommend(
   workdir: os.PathLike | str,
   user_id: int,
@@ -97,17 +73,8 @@ def recommend(
   """
   if top < 1:
     raise ValueError(f"top must be at least 1, not {top}")
-  workdir = pathlib.Path(workdir)
-  config = variants.Config.from_json(report.read_json(workdir / "config.json"))
-  data = movielens.load(
-    config.dataset,
-    config.split,
-    data_dir=data_dir,
-    seed=config.seed,
-    test_fraction=config.test_fraction,
-    drop_first_line=config.drop_first_line,
-  )
-  data = movielens.with_validation(data, config.valid_fraction, config.seed)
+  run = runs.FinishedRun.load(workdir, data_dir)
+  data = run.data
   found = np.flatnonzero(data.user_ids == user_id)
   if not len(found):
     raise ValueError(
@@ -115,36 +82,12 @@ def recommend(
       f"{data.user_ids.min()}..{data.user_ids.max()})"
     )
   user = int(found[0])
-
-  members = variants.members(config)
-  train_rows = Rows.from_ratings(data.train, config.orientation)
-  program = train.make_program(
-    config, train_rows.n_columns, members, train_rows.n_rows
-  )
-  template, hyper = train.init_members(program, members)
-  params, scoring = export.load_selected(workdir, template.params)
-  chosen = _chosen_members(config, workdir, len(members))
-  weights = evaluation.predictor_weights(len(members), [chosen])[-1:]
-
-  rows = [user] if config.orientation == "user" else range(train_rows.n_rows)
-  batch = min(config.eval_batch_size, len(rows))
-  order = batching.fixed_row_order(np.asarray(rows, np.int32), batch)
-  predict = lambda clip: np.asarray(
-    evaluation.make_predict_fn(program, train_rows, batch, clip=clip)(
-      params,
-      hyper,
-      batching.DeviceRows.put(train_rows),
-      jnp.asarray(order),
-      evaluation.Scoring(*map(jnp.asarray, scoring)),
-      jnp.asarray(weights),
-    )
-  )[0]
-  scores, ratings = predict(False), predict(None)
-  if config.orientation == "user":
-    scores, ratings = scores[0], ratings[0]
+  if run.config.orientation == "user":
+    scores = run.predict_rows(np.array([user]), clip=False)[0]
+    ratings = run.predict_rows(np.array([user]))[0]
   else:
-    scores = scores[: train_rows.n_rows, user]
-    ratings = ratings[: train_rows.n_rows, user]
+    scores = run.predict_matrix(clip=False)[user]
+    ratings = run.predict_matrix()[user]
 
   known = (
     data.train if data.valid is None else concatenate([data.train, data.valid])
@@ -181,7 +124,7 @@ def recommend(
   )[:top]
   return Recommendations(
     user_id=user_id,
-    members=chosen,
+    members=run.members,
     items=items,
     history=[(int(data.item_ids[i]), title(i), float(r)) for i, r in history],
   )

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import synthetic_rows, write_ratings
 
-from aejax import folds, recommend, variants
+from aejax import blend, fit, folds, recommend, variants
 from aejax.data import movielens
+from aejax.runs import FinishedRun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_ITEMS = 20
@@ -166,3 +167,56 @@ def test_recommend_lists_unrated_movies_with_titles(two_fold_run):
 
   with pytest.raises(ValueError, match="user 99 is not in ml-100k"):
     recommend.recommend(workdir / "u1", 99, data_dir=data_dir)
+
+
+def test_blend_weights_recover_a_mixture():
+  rng = np.random.default_rng(0)
+  predictions = rng.normal(3.0, 1.0, (2, 500))
+  targets = 0.3 * predictions[0] + 0.7 * predictions[1]
+  np.testing.assert_allclose(
+    blend.blend_weights(predictions, targets), [0.3, 0.7], atol=1e-6
+  )
+  noisy = targets + rng.normal(0, 0.1, 500)
+  assert blend.blend_weights(predictions, noisy).sum() == pytest.approx(1.0)
+
+
+def test_blend_of_item_and_user_runs(two_fold_run, tmp_path):
+  data_dir, workdir, _, _, _ = two_fold_run
+  data = movielens.load("ml-100k", "u1", data_dir=data_dir)
+  user_rows = variants.get_config(
+    "autorec",
+    orientation="user",
+    epochs=3,
+    hidden_sizes=(6,),
+    seeds=2,
+    ensemble=True,
+    valid_fraction=0.2,
+  )
+  fit.fit(user_rows, data, tmp_path / "user")
+  runs = [workdir / "u1", tmp_path / "user"]
+  out = blend.blend(runs, tmp_path / "blend", data_dir=data_dir)
+
+  weights = np.array([r["weight"] for r in out["runs"]])
+  assert weights.sum() == pytest.approx(1.0)
+  # Each run alone is a feasible blend: the fitted one is no worse on the
+  # ratings it was fitted on.
+  assert (
+    out["blend"]["valid_rmse"]
+    <= min(r["valid_rmse"] for r in out["runs"]) + 1e-9
+  )
+  loaded = [FinishedRun.load(run, data_dir) for run in runs]
+  test = loaded[0].data.test
+  mixed = sum(
+    w * r.predict_matrix() for w, r in zip(weights, loaded, strict=True)
+  )
+  train_values = loaded[0].data.train.values
+  expected = np.clip(mixed, train_values.min(), train_values.max())
+  expected = expected[test.users, test.items]
+  assert out["blend"]["test_rmse"] == pytest.approx(
+    np.sqrt(np.mean((expected - test.values) ** 2)), rel=1e-5
+  )
+  saved = json.loads((tmp_path / "blend" / "blend.json").read_text())
+  assert saved["blend"]["test_rmse"] == out["blend"]["test_rmse"]
+
+  with pytest.raises(ValueError, match="differ in split"):
+    blend.blend([workdir / "u1", workdir / "u2"], tmp_path / "x", data_dir)
