@@ -278,9 +278,7 @@ def fit(
   states, hyper, device_rows = parallel.place(mesh, states, hyper, train_rows)
   run = _Run(
     states=states,
-    best=(
-      selection.init_best(states.params) if data.valid is not None else None
-    ),
+    best=_init_best(states.params, mesh) if data.valid is not None else None,
     stopping=selection.EarlyStopping.create(config.patience, len(members)),
   )
   if start:
@@ -371,6 +369,14 @@ def fit(
       series=("train_rmse", "valid_rmse"),
     )
   return results
+
+
+def _init_best(params: Any, mesh: Mesh | None) -> selection.Best:
+  """``selection.init_best``, split over the mesh's members like params."""
+  best = selection.init_best(params)
+  if mesh is None:
+    return best
+  return parallel.put(best, parallel.member_sharding(mesh))
 
 
 def _on_host(tree: Any) -> Any:

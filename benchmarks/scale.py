@@ -55,7 +55,7 @@ def measure(n_ratings: int) -> dict:
   import jax
   import numpy as np
 
-  from aejax import batching, train, variants
+  from aejax import batching, evaluation, train, variants
   from aejax.data import synthetic
   from aejax.data.ratings import Rows
 
@@ -82,9 +82,10 @@ def measure(n_ratings: int) -> dict:
   program = train.make_program(config, train_rows.n_columns, members)
   states, hyper = train.init_members(program, members)
   device_rows = batching.DeviceRows.put(train_rows)
-  test_data = train.eval_targets(
+  test_data = evaluation.eval_targets(
     train_rows, test_rows, config.eval_batch_size, inputs=device_rows
   )
+  weights = evaluation.predictor_weights(len(members))
 
   started = time.perf_counter()
   epoch_fn = (
@@ -93,8 +94,10 @@ def measure(n_ratings: int) -> dict:
     .compile()
   )
   eval_fn = (
-    train.make_eval_fn(program, train_rows, test_rows, config.eval_batch_size)
-    .lower(states.params, hyper, test_data)
+    evaluation.make_eval_fn(
+      program, train_rows, test_rows, config.eval_batch_size
+    )
+    .lower(states.params, hyper, test_data, weights)
     .compile()
   )
   compile_seconds = time.perf_counter() - started
@@ -105,7 +108,9 @@ def measure(n_ratings: int) -> dict:
   epoch_seconds = time.perf_counter() - started
 
   started = time.perf_counter()
-  test_totals = jax.device_get(eval_fn(states.params, hyper, test_data))
+  test_totals = jax.device_get(
+    eval_fn(states.params, hyper, test_data, weights)
+  )
   eval_seconds = time.perf_counter() - started
 
   device_peak = None

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import fit, parallel, report, resume, train, variants
+from aejax import fit, parallel, report, resume, selection, train, variants
 from aejax.data import synthetic
 from aejax.data.ratings import Rows
 
@@ -62,7 +62,11 @@ def restored_is_member_sharded(config, data, workdir, mesh, epoch) -> bool:
     program, members, fit.initial_output_bias(config, rows)
   )
   states, _, _ = parallel.place(mesh, states, hyper, rows)
-  restored = resume.restore(workdir, epoch, states)
+  # With a validation set the checkpoint also holds each member's best.
+  best = parallel.put(
+    selection.init_best(states.params), parallel.member_sharding(mesh)
+  )
+  restored = resume.restore(workdir, epoch, {"states": states, "best": best})
   wanted = parallel.member_sharding(mesh)
   leaves = jax.tree.leaves(restored)
   return len(leaves) > 3 and all(
@@ -85,6 +89,8 @@ def main() -> None:
     batch_size=8,
     eval_batch_size=16,
     seeds=2,
+    ensemble=True,
+    valid_fraction=0.2,
     learning_rate=1e-2,
     sparsity_weight=0.1,
   )
@@ -93,13 +99,23 @@ def main() -> None:
     for name, layout in LAYOUTS.items():
       mesh = None if layout is None else parallel.make_mesh(*layout)
       workdir = pathlib.Path(folder) / name
-      fit.fit(config, data, workdir, mesh=mesh)
+      results = fit.fit(config, data, workdir, mesh=mesh)
       out[name] = report.read_metrics(workdir / "metrics.jsonl")
+      out[f"{name} results"] = {
+        "member_test_rmse": [m["test_rmse"] for m in results["members"]],
+        "ensemble_test_rmse": results["ensemble_test_rmse"],
+        "selected_epochs": [m["selected_epoch"] for m in results["members"]],
+      }
     mesh = parallel.make_mesh(*LAYOUTS["data4_members2"])
     workdir = pathlib.Path(folder) / "resumed"
     fit.fit(dataclasses.replace(config, epochs=2), data, workdir, mesh=mesh)
-    fit.fit(config, data, workdir, mesh=mesh)
+    resumed = fit.fit(config, data, workdir, mesh=mesh)
     out["resumed"] = report.read_metrics(workdir / "metrics.jsonl")
+    out["resumed results"] = {
+      "member_test_rmse": [m["test_rmse"] for m in resumed["members"]],
+      "ensemble_test_rmse": resumed["ensemble_test_rmse"],
+      "selected_epochs": [m["selected_epoch"] for m in resumed["members"]],
+    }
     out["restored_member_sharded"] = restored_is_member_sharded(
       config, data, workdir, mesh, config.epochs
     )

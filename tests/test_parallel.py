@@ -93,8 +93,14 @@ def test_eight_cpu_devices_match_one_device():
         np.testing.assert_allclose(
           got[key], want[key], rtol=0, atol=1e-4, err_msg=f"{layout} {key}"
         )
+    # The test figures, scored once after training, of each member and
+    # of their ensemble (mixed across the members axis).
+    got, want = out[f"{layout} results"], out["one results"]
+    assert got["selected_epochs"] == want["selected_epochs"]
+    for key in ("member_test_rmse", "ensemble_test_rmse"):
+      np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-4)
   # Two members that learn apart, so a mix-up of members would show.
-  final = reference[-1]["test_rmse"]
+  final = out["one results"]["member_test_rmse"]
   assert abs(final[0] - final[1]) > 1e-4
   # Stopped after epoch 2 and resumed on the same mesh: the epochs of the
   # uninterrupted run, bitwise, from a state restored with the members
@@ -103,6 +109,8 @@ def test_eight_cpu_devices_match_one_device():
     {k: v for k, v in r.items() if k != "seconds"} for r in records
   ]
   assert strip(out["resumed"]) == strip(out["data4_members2"])
+  # The kept parameters and the early-stopping state survive the resume.
+  assert out["resumed results"] == out["data4_members2 results"]
   assert out["restored_member_sharded"]
 
 
