@@ -55,6 +55,9 @@ def make_scoring(
       the mean of ``train_rows`` with no biases.
     orientation: what the rows are (``user`` or ``item``), to map the
       predictor's user and item biases onto rows and columns.
+
+  Returns:
+    The ``Scoring``, on the device.
   """
   seen = np.zeros(train_rows.n_columns, bool)
   seen[train_rows.columns] = True
@@ -173,9 +176,20 @@ def _predict_members(
 def predictor_weights(
   n_members: int, groups: Sequence[Sequence[int]] = ()
 ) -> np.ndarray:
-  """``(n_members + len(groups), n_members)`` rows that mix members'
-  predictions: first each member alone, then each group's mean (an
-  ensemble of the members it lists)."""
+  """The rows that mix members' predictions into predictors.
+
+  Predictor ``p`` predicts ``sum_m W[p, m] r_hat_m``: the first
+  ``n_members`` rows are the identity (each member alone), then one row
+  per group with ``1 / |group|`` on its members (their ensemble, the mean
+  prediction of its seeds).
+
+  Args:
+    n_members: members of the run.
+    groups: the members of each ensemble.
+
+  Returns:
+    ``W``, of shape ``(n_members + len(groups), n_members)``.
+  """
   weights = [np.eye(n_members, dtype=np.float32)]
   for group in groups:
     row = np.zeros((1, n_members), np.float32)

@@ -157,7 +157,13 @@ def initial_output_bias(config: Config, rows: Rows) -> np.ndarray | None:
 def ensemble_groups(config: Config, n_members: int) -> list[list[int]]:
   """The members of each setting's ensemble (all its seeds), or none.
 
-  Members are ordered settings outer, seeds inner (``variants.members``).
+  Args:
+    config: the run's config; ensembles need ``ensemble`` and two seeds.
+    n_members: members of the run, ordered settings outer and seeds inner
+      (``variants.members``).
+
+  Returns:
+    One list of member indices per setting, or an empty list.
   """
   if not config.ensemble or config.seeds < 2:
     return []
@@ -168,9 +174,17 @@ def ensemble_groups(config: Config, n_members: int) -> list[list[int]]:
 
 
 def selection_predictors(config: Config, n_members: int) -> np.ndarray:
-  """For each member, the predictor whose validation RMSE chooses its
-  epoch: itself, or its ensemble (whose predictors follow the members')
-  when the config scores ensembles."""
+  """For each member, the predictor whose validation RMSE chooses its epoch.
+
+  Args:
+    config: the run's config.
+    n_members: members of the run.
+
+  Returns:
+    ``(n_members,)`` indices into the predictors of
+    ``evaluation.predictor_weights``: the member itself, or its ensemble's
+    row when the config scores ensembles.
+  """
   chosen = np.arange(n_members)
   for offset, group in enumerate(ensemble_groups(config, n_members)):
     chosen[group] = n_members + offset

@@ -34,6 +34,13 @@ FOLD_SPLITS = ("u1", "u2", "u3", "u4", "u5")
 def fold_configs(config: Config, folds: int) -> list[Config]:
   """The config of each fold: its split, or its seed for random splits.
 
+  Args:
+    config: the run's config; its split picks the protocol.
+    folds: how many folds.
+
+  Returns:
+    One config per fold, otherwise ``config`` itself.
+
   Raises:
     ValueError: ``folds`` below 1, above 5 for official splits, or a split
       (``ua``, ``ub``) that has no folds.
@@ -55,7 +62,14 @@ def fold_configs(config: Config, folds: int) -> list[Config]:
 
 
 def fold_name(config: Config) -> str:
-  """The sub-folder of a fold: ``u3``, or ``seed-2`` for random splits."""
+  """The sub-folder of a fold: ``u3``, or ``seed-2`` for random splits.
+
+  Args:
+    config: one of ``fold_configs``.
+
+  Returns:
+    The folder name.
+  """
   return f"seed-{config.seed}" if config.split == "random" else config.split
 
 

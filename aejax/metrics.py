@@ -109,8 +109,19 @@ class ColumnSums(NamedTuple):
 def column_sums(
   *, predictions: jax.Array, targets: jax.Array, mask: jax.Array
 ) -> ColumnSums:
-  """Squared errors and observed counts of a ``(rows, columns)`` batch,
-  summed over its rows."""
+  """Squared errors and observed counts of a batch, summed over its rows.
+
+  ``squared_c = sum_r m_rc (x_hat_rc - x_rc)^2`` and
+  ``count_c = sum_r m_rc``, so that batches add up to per-column totals.
+
+  Args:
+    predictions: ``(rows, columns)`` predicted ratings.
+    targets: true ratings where ``mask`` is set.
+    mask: observed entries.
+
+  Returns:
+    The batch's ``ColumnSums``.
+  """
   squared = losses.masked_squared_error(
     predictions=predictions, targets=targets, mask=mask
   )

@@ -26,6 +26,13 @@ from aejax.data.ratings import Rows
 def chosen_members(config: variants.Config, results: dict) -> list[int]:
   """The members behind ``results["selected"]``.
 
+  Args:
+    config: the run's config.
+    results: its ``results.json``.
+
+  Returns:
+    The selected ensemble's members, or the selected member alone.
+
   Raises:
     ValueError: ``results`` names no selected predictor.
   """

@@ -33,7 +33,15 @@ class Best(NamedTuple):
 
 
 def init_best(params) -> Best:
-  """A ``Best`` holding a device copy of ``params`` and RMSEs of ``inf``."""
+  """The ``Best`` before any evaluation.
+
+  Args:
+    params: the members' parameters (member axis first).
+
+  Returns:
+    A device copy of ``params`` (so that donating the training state
+    leaves it intact) with a validation RMSE of ``inf`` per member.
+  """
   copy = jax.tree.map(jnp.copy, params)
   n_members = jax.tree.leaves(params)[0].shape[0]
   return Best(copy, jnp.full((n_members,), jnp.inf, jnp.float32))

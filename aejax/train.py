@@ -225,7 +225,15 @@ def init_members(
 def member_hyper(
   program: Program, members: Sequence[dict[str, float]]
 ) -> Hyper:
-  """The loss's hyper-parameters of all members, stacked."""
+  """The loss's hyper-parameters of all members, stacked.
+
+  Args:
+    program: the run's static part (the code width for ``k = 0``).
+    members: each member's settings (``variants.members``).
+
+  Returns:
+    ``Hyper`` with a leading member axis.
+  """
   column = lambda name: jnp.asarray([m[name] for m in members], jnp.float32)
   k = [int(m["k"]) if m["k"] > 0 else program.code_width for m in members]
   return Hyper(
