@@ -324,6 +324,10 @@ def validate(config: Config) -> Config:
     f"patience must be a non-negative integer, not {c.patience!r}",
   )
   _check(
+    not c.ensemble or c.seeds >= 2,
+    f"ensemble averages seeds and needs seeds >= 2, not {c.seeds}",
+  )
+  _check(
     c.patience == 0 or c.valid_fraction > 0,
     f"patience={c.patience} needs a validation set (valid_fraction > 0)",
   )

@@ -231,3 +231,12 @@ def test_validation_selects_the_setting(twin_runs):
   # One setting: its ensemble is the selected predictor.
   assert results["selected"]["predictor"] == "ensemble 0"
   assert results["selected_test_rmse"] == results["ensemble_test_rmse"]
+
+
+def test_selection_settings_are_validated():
+  with pytest.raises(ValueError, match="patience=5 needs a validation set"):
+    variants.get_config("plain", patience=5)
+  with pytest.raises(ValueError, match="needs seeds >= 2, not 1"):
+    variants.get_config("autorec", ensemble=True)
+  with pytest.raises(ValueError, match=r"valid_fraction must lie in \[0, 1\)"):
+    variants.get_config("autorec", valid_fraction=1.5)
