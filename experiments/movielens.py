@@ -262,8 +262,17 @@ def results_table(results: dict) -> str:
   ]
   rows = []
   members = results["members"]
+  swept = results.get("swept", [])
+  setting = lambda entry: ", ".join(f"{n}={entry[n]:g}" for n in swept)
   for index, member in enumerate(members):
-    label = f"member {index} (seed {member['seed']})"
+    label = (
+      ", ".join(
+        filter(
+          None, [f"member {index} (seed {member['seed']}", setting(member)]
+        )
+      )
+      + ")"
+    )
     if len(members) == 1:
       label = results["variant"]
     rows.append([label, member["selected_epoch"], *map(member.get, keys)])
@@ -271,6 +280,8 @@ def results_table(results: dict) -> str:
     rows.append(["member mean", None, *map(results.get, keys)])
   for ensemble in results.get("ensembles", []):
     label = f"ensemble of {len(ensemble['seeds'])} seeds"
+    if swept:
+      label += f" ({setting(ensemble)})"
     rows.append([label, None, *map(ensemble.get, keys)])
   for baseline in results.get("baselines", []):
     rows.append([baseline["name"], None, *map(baseline.get, keys)])
