@@ -48,7 +48,13 @@ def main(argv):
     report.format_table(
       ["rank", "movie", "title", "predicted", "held-out rating"],
       [
-        [rank, r.item_id, r.title, f"{r.predicted:.2f}", r.held_out]
+        [
+          rank,
+          r.item_id,
+          r.title,
+          f"{r.predicted:.2f}",
+          None if r.held_out is None else f"{r.held_out:g}",
+        ]
         for rank, r in enumerate(result.items, 1)
       ],
     )
