@@ -61,6 +61,39 @@ _K = flags.DEFINE_integer("k", None, "Code units kept by k-sparse selection.")
 _NOISE_RATE = flags.DEFINE_float(
   "noise_rate", None, "Share of observed inputs zeroed (denoising)."
 )
+_TIED = flags.DEFINE_bool(
+  "tied", None, "Decoder weights are the encoder's, transposed."
+)
+_K_START = flags.DEFINE_integer(
+  "k_start", None, "k-sparse schedule: units kept at first, lowered to k."
+)
+_K_SCHEDULE_FRACTION = flags.DEFINE_float(
+  "k_schedule_fraction", None, "Share of the epochs over which k falls."
+)
+_EVAL_K_MULTIPLIER = flags.DEFINE_float(
+  "eval_k_multiplier", None, "alpha: evaluation keeps alpha x k code units."
+)
+_SPARSITY_TARGET = flags.DEFINE_float(
+  "sparsity_target", None, "Target mean activation rho of the KL penalty."
+)
+_SPARSITY_WEIGHT = flags.DEFINE_float(
+  "sparsity_weight", None, "Weight beta of the KL sparsity penalty."
+)
+_PRETRAIN = flags.DEFINE_enum(
+  "pretrain",
+  None,
+  list(variants.PRETRAINING),
+  "Layer-wise pretraining: denoising autoencoders or RBMs.",
+)
+_PRETRAIN_EPOCHS = flags.DEFINE_integer(
+  "pretrain_epochs", None, "Pretraining epochs per layer; 0 skips it."
+)
+_PRETRAIN_LEARNING_RATE = flags.DEFINE_float(
+  "pretrain_learning_rate", None, "Learning rate of pretraining."
+)
+_PRETRAIN_NOISE_RATE = flags.DEFINE_float(
+  "pretrain_noise_rate", None, "Masking noise of each denoising layer."
+)
 _SEED = flags.DEFINE_integer("seed", None, "Seed of the first member.")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Members with different seeds.")
 _SWEEP = flags.DEFINE_multi_string(
@@ -134,6 +167,16 @@ def config_from_flags(variant: str) -> variants.Config:
     "weight_decay": _WEIGHT_DECAY.value,
     "k": _K.value,
     "noise_rate": _NOISE_RATE.value,
+    "tied": _TIED.value,
+    "k_start": _K_START.value,
+    "k_schedule_fraction": _K_SCHEDULE_FRACTION.value,
+    "eval_k_multiplier": _EVAL_K_MULTIPLIER.value,
+    "sparsity_target": _SPARSITY_TARGET.value,
+    "sparsity_weight": _SPARSITY_WEIGHT.value,
+    "pretrain": _PRETRAIN.value,
+    "pretrain_epochs": _PRETRAIN_EPOCHS.value,
+    "pretrain_learning_rate": _PRETRAIN_LEARNING_RATE.value,
+    "pretrain_noise_rate": _PRETRAIN_NOISE_RATE.value,
     "seed": _SEED.value,
     "seeds": _SEEDS.value,
   }
