@@ -252,8 +252,8 @@ VARIANTS["stacked_pretrained"] = dataclasses.replace(
   VARIANTS["stacked"],
   variant="stacked_pretrained",
   pretrain="denoising",
-  pretrain_epochs=20,
-  pretrain_learning_rate=1e-3,
+  pretrain_epochs=10,
+  pretrain_learning_rate=1e-2,
   pretrain_noise_rate=0.25,
 )
 
