@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from aejax import batching, metrics, parallel
 from aejax.baselines import Biases
-from aejax.train import Hyper, Program, reconstruct
+from aejax.train import Hyper, Program, evaluation_k, reconstruct
 
 
 class Scoring(NamedTuple):
@@ -146,10 +146,13 @@ def predict(
   (a column never rated in training, or a row with no training rating) the
   prediction is the cold-start predictor ``mu + b_row + b_column`` if the
   config asks for it; predictions are clipped to the training ratings'
-  range if ``clip`` (by default the config) asks for it.
+  range if ``clip`` (by default the config) asks for it. A k-sparse member
+  keeps ``evaluation_k`` code units here.
   """
-  predictions, _ = reconstruct(program, params, inputs, hyper)
   config = program.config
+  if program.use_top_k:
+    hyper = hyper._replace(k=evaluation_k(config, hyper.k, program.code_width))
+  predictions, _ = reconstruct(program, params, inputs, hyper)
   if config.cold_start_fallback:
     known = scoring.column_seen[None, :] & input_mask.any(
       axis=-1, keepdims=True

@@ -9,8 +9,8 @@ selected parameters, each setting's ensemble and the baselines. The
 workdir receives ``config.json``, ``metrics.jsonl`` (one object per epoch
 with one value per member), ``checkpoints/`` (every
 ``config.checkpoint_every`` epochs and after the last), ``results.json``,
-``learning_curves.png`` and ``selected.npz``. Metrics leave the device once
-per epoch.
+``learning_curves.png``, ``selected.npz``, and ``pretrain.jsonl`` when
+layers are pretrained first. Metrics leave the device once per epoch.
 
 A workdir that holds a run of the same config and data is resumed from its
 latest checkpoint (see ``aejax.resume``), which carries the training state
@@ -42,8 +42,10 @@ from aejax import (
   checkpoint,
   evaluation,
   export,
+  layer_trainers,
   metrics,
   parallel,
+  pretrain,
   report,
   resume,
   selection,
@@ -147,11 +149,44 @@ def initial_output_bias(config: Config, rows: Rows) -> np.ndarray | None:
   none), when ``config.output_bias`` asks for it; else None."""
   if config.output_bias == "zeros":
     return None
-  counts = np.bincount(rows.columns, minlength=rows.n_columns)
-  sums = np.bincount(rows.columns, rows.values, minlength=rows.n_columns)
-  fallback = rows.values.mean() if rows.nnz else 0.0
-  safe = np.maximum(counts, 1)
-  return np.where(counts > 0, sums / safe, fallback).astype(np.float32)
+  return layer_trainers.column_means(rows)
+
+
+def _pretrain(
+  program: train.Program,
+  states: train.TrainState,
+  members: list[dict[str, float]],
+  rows: Rows,
+  path: pathlib.Path | None,
+) -> train.TrainState:
+  """``pretrain.pretrain`` on this process's default device, its records
+  written to ``path`` (none when None), its divergence a
+  ``NonFiniteLossError``."""
+  # TODO: pretraining ignores the mesh - every process pretrains all the
+  # members on one device, before the states are placed.
+  device_rows = batching.DeviceRows.put(rows)
+  if path is not None:
+    path.unlink(missing_ok=True)
+  writer = report.MetricsWriter(path) if path is not None else None
+  try:
+    return pretrain.pretrain(
+      program,
+      states,
+      members,
+      rows,
+      device_rows,
+      writer.write if writer is not None else None,
+    )
+  except pretrain.PretrainingDivergedError as error:
+    raise NonFiniteLossError(
+      error.epoch,
+      error.member,
+      members[error.member],
+      quantity=f"pretraining loss of layer {error.layer}",
+    ) from error
+  finally:
+    if writer is not None:
+      writer.close()
 
 
 def ensemble_groups(config: Config, n_members: int) -> list[list[int]]:
@@ -289,6 +324,21 @@ def fit(
     jax.devices(),
   )
 
+  pretrain_seconds = 0.0
+  if config.pretrain_epochs > 0 and not start:
+    # A resumed run restores the fine-tuning's state; a fresh one (perhaps
+    # after a crash while pretraining) pretrains from the beginning.
+    started = time.perf_counter()
+    states = _pretrain(
+      program,
+      states,
+      members,
+      train_rows,
+      workdir / "pretrain.jsonl" if writes else None,
+    )
+    pretrain_seconds = time.perf_counter() - started
+    logging.info("Pretrained in %.1f s", pretrain_seconds)
+
   states, hyper, device_rows = parallel.place(mesh, states, hyper, train_rows)
   run = _Run(
     states=states,
@@ -366,6 +416,7 @@ def fit(
   results.update(
     seconds=sum(r["seconds"] for r in records),
     compile_seconds=compile_seconds,
+    pretrain_seconds=pretrain_seconds,
     parameters=n_params,
     train_ratings=len(data.train),
     valid_ratings=len(data.valid) if data.valid is not None else 0,

@@ -244,6 +244,51 @@ def member_hyper(
   )
 
 
+def schedule_epochs(config: Config) -> int:
+  """Epochs over which the k schedule lowers k; 0 when there is none."""
+  # TODO: a resumed run may change `epochs`, which moves the schedule's end
+  # - count the schedule in epochs of its own, or refuse that change.
+  if config.k_start == 0:
+    return 0
+  return max(1, round(config.k_schedule_fraction * config.epochs))
+
+
+def scheduled_k(config: Config, k: jax.Array, epoch: jax.Array) -> jax.Array:
+  """Code units each member keeps while training in epoch ``epoch``.
+
+  ``k_e = round(k_0 + (k - k_0) e / E)`` for ``e < E`` and ``k`` after,
+  with ``k_0 = config.k_start``, ``E`` the schedule's epochs and ``e``
+  counted from 0: training starts with many units and lowers the count to
+  the target (Makhzani and Frey, 2013, "k-Sparse Autoencoders": keeping
+  few units from the first epoch leaves the others dead for good).
+
+  Args:
+    config: the run's configuration (``k_start``, ``k_schedule_fraction``,
+      ``epochs``).
+    k: each member's target k, int32.
+    epoch: the 0-based epoch; may be traced.
+
+  Returns:
+    The k of each member for this epoch, int32, shaped like ``k``.
+  """
+  ramp = schedule_epochs(config)
+  if ramp == 0:
+    return k
+  progress = jnp.asarray(epoch, jnp.float32) / ramp
+  falling = jnp.rint(config.k_start + (k - config.k_start) * progress)
+  return jnp.where(progress < 1.0, falling.astype(k.dtype), k)
+
+
+def evaluation_k(config: Config, k: jax.Array, code_width: int) -> jax.Array:
+  """Code units kept at evaluation: ``min(round(alpha k), code_width)``.
+
+  Makhzani and Frey (2013) train with ``k`` units and encode with the
+  ``alpha k`` largest (``alpha >= 1``, ``config.eval_k_multiplier``).
+  """
+  kept = jnp.rint(config.eval_k_multiplier * k.astype(jnp.float32))
+  return jnp.minimum(kept.astype(k.dtype), code_width)
+
+
 def reconstruct(
   program: Program, params, inputs: jax.Array, hyper: Hyper
 ) -> tuple[jax.Array, jax.Array]:
@@ -447,8 +492,9 @@ def make_epoch_fn(
   reuses one program. An epoch visits only rows with ratings (as the
   tutorial skips users without any), so no batch is empty and the step
   needs no guard. Each member shuffles its rows with its own key folded
-  with the epoch, unless the config keeps them in index order.
-  With item rows, the course RMSE is taken over users (the columns).
+  with the epoch, unless the config keeps them in index order. A k-sparse
+  member keeps ``scheduled_k`` code units in the epoch. With item rows, the
+  course RMSE is taken over users (the columns).
 
   With a ``mesh`` (see ``aejax.parallel``) members are split over its
   ``members`` axis and the rows of every batch over its ``data`` axis; the
@@ -462,6 +508,8 @@ def make_epoch_fn(
   densify = parallel.densifier(mesh, rows, batch_size, n_columns)
 
   def member_epoch(state, hyper, device_rows, epoch):
+    if program.use_top_k:
+      hyper = hyper._replace(k=scheduled_k(program.config, hyper.k, epoch))
     order = batching.epoch_row_order(
       jax.random.fold_in(state.shuffle_key, epoch),
       len(visited),

@@ -92,6 +92,39 @@ _COLD_START = flags.DEFINE_enum(
   ["mean", "bias"],
   "Prediction for users or items without training ratings.",
 )
+_TIED = flags.DEFINE_bool(
+  "tied", None, "Decoder weights are the encoder's, transposed."
+)
+_K_START = flags.DEFINE_integer(
+  "k_start", None, "k-sparse schedule: units kept at first, lowered to k."
+)
+_K_SCHEDULE_FRACTION = flags.DEFINE_float(
+  "k_schedule_fraction", None, "Share of the epochs over which k falls."
+)
+_EVAL_K_MULTIPLIER = flags.DEFINE_float(
+  "eval_k_multiplier", None, "alpha: evaluation keeps alpha x k code units."
+)
+_SPARSITY_TARGET = flags.DEFINE_float(
+  "sparsity_target", None, "Target mean activation rho of the KL penalty."
+)
+_SPARSITY_WEIGHT = flags.DEFINE_float(
+  "sparsity_weight", None, "Weight beta of the KL sparsity penalty."
+)
+_PRETRAIN = flags.DEFINE_enum(
+  "pretrain",
+  None,
+  list(variants.PRETRAINING),
+  "Layer-wise pretraining: denoising autoencoders or RBMs.",
+)
+_PRETRAIN_EPOCHS = flags.DEFINE_integer(
+  "pretrain_epochs", None, "Pretraining epochs per layer; 0 skips it."
+)
+_PRETRAIN_LEARNING_RATE = flags.DEFINE_float(
+  "pretrain_learning_rate", None, "Learning rate of pretraining."
+)
+_PRETRAIN_NOISE_RATE = flags.DEFINE_float(
+  "pretrain_noise_rate", None, "Masking noise of each denoising layer."
+)
 _SEED = flags.DEFINE_integer(
   "seed", None, "Seed of the first member, the random split and the carve."
 )
@@ -182,6 +215,16 @@ def config_from_flags(variant: str) -> variants.Config:
     "valid_fraction": _VALID_FRACTION.value,
     "patience": _PATIENCE.value,
     "cold_start_predictor": _COLD_START.value,
+    "tied": _TIED.value,
+    "k_start": _K_START.value,
+    "k_schedule_fraction": _K_SCHEDULE_FRACTION.value,
+    "eval_k_multiplier": _EVAL_K_MULTIPLIER.value,
+    "sparsity_target": _SPARSITY_TARGET.value,
+    "sparsity_weight": _SPARSITY_WEIGHT.value,
+    "pretrain": _PRETRAIN.value,
+    "pretrain_epochs": _PRETRAIN_EPOCHS.value,
+    "pretrain_learning_rate": _PRETRAIN_LEARNING_RATE.value,
+    "pretrain_noise_rate": _PRETRAIN_NOISE_RATE.value,
     "seed": _SEED.value,
     "seeds": _SEEDS.value,
     "ensemble": _ENSEMBLE.value,
