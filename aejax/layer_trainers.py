@@ -108,7 +108,9 @@ def denoising_trainer(
   the clean ``x``, with ``x_tilde`` the input with masking noise at
   ``pretrain_noise_rate`` (Vincent et al., 2010). Its output activation is
   the network's for layer 0 and the hidden activation above; its output
-  bias starts at ``output_bias`` when given (as the network's would).
+  bias starts at ``output_bias`` when given (as the network's would). It
+  learns at the constant ``pretrain_learning_rate``, whatever the run's
+  schedule.
   """
   config = program.config
   layer_config = dataclasses.replace(
@@ -122,6 +124,9 @@ def denoising_trainer(
     noise_rate=config.pretrain_noise_rate,
     sparsity_weight=0.0,
     learning_rate=config.pretrain_learning_rate,
+    # Pretraining's own rate, held constant: the run's schedule counts
+    # fine-tuning steps, and the RBM's update has no schedule either.
+    lr_schedule="constant",
     accumulate_gradients=False,
     sweep=(),
     pretrain_epochs=0,

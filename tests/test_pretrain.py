@@ -113,6 +113,23 @@ def test_zero_pretrain_epochs_is_plain_training(tiny_split, tmp_path):
   assert not (tmp_path / "zero" / "pretrain.jsonl").exists()
 
 
+@pytest.mark.parametrize("kind", ["denoising", "rbm"])
+def test_pretraining_ignores_the_fine_tuning_schedule(kind, tiny_split):
+  # The cosine schedule spans fine-tuning's steps; pretraining keeps its
+  # own constant rate, so both runs pretrain to the same weights.
+  data = movielens.load("ml-100k", "u1", data_dir=tiny_split)
+  pretrained = []
+  for schedule in ("constant", "cosine"):
+    config = small_config(kind, lr_schedule=schedule, pretrain_epochs=4)
+    program, members, states, _, train_rows, device_rows = setup(config, data)
+    params = pretrain.pretrain(
+      program, states, members, train_rows, device_rows
+    ).params
+    pretrained.append(jax.tree.map(np.asarray, params))
+  for a, b in zip(*map(jax.tree.leaves, pretrained), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def setup(config, data):
   train_rows = Rows.from_ratings(data.train, config.orientation)
   members = variants.members(config)
