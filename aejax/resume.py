@@ -79,8 +79,9 @@ def check_config(workdir: os.PathLike | str, config: Config) -> None:
 
   Raises:
     ResumeError: naming every field that differs (other than those of
-      ``CHANGEABLE_ON_RESUME``; ``epochs`` counts when a learning-rate
-      schedule depends on it), or checkpoints without a ``config.json``.
+      ``CHANGEABLE_ON_RESUME``; ``epochs`` counts when a learning-rate or
+      k schedule depends on it), or checkpoints without a ``config.json``.
+      A field the saved config lacks counts as its ``Config`` default.
     DataError: ``config.json`` is not a JSON object.
   """
   workdir = pathlib.Path(workdir)
@@ -94,9 +95,13 @@ def check_config(workdir: os.PathLike | str, config: Config) -> None:
   saved = report.read_json(path)
   if not isinstance(saved, dict):
     raise DataError(path, 0, "not a JSON object")
+  # A field that the saved config lacks was added to Config later, with a
+  # default that keeps the behaviour the run was trained with.
+  saved = {**Config().to_json(), **saved}
   changeable = CHANGEABLE_ON_RESUME
-  if config.lr_schedule != "constant":
-    # The schedule spans all epochs: other epochs, another learning rate.
+  if config.lr_schedule != "constant" or config.k_start > 0:
+    # A learning-rate schedule or a k schedule spans all the epochs: other
+    # epochs, other rates or other k from the start.
     changeable = tuple(f for f in changeable if f != "epochs")
   differences = config_differences(saved, config.to_json(), changeable)
   if differences:

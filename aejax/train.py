@@ -245,9 +245,11 @@ def member_hyper(
 
 
 def schedule_epochs(config: Config) -> int:
-  """Epochs over which the k schedule lowers k; 0 when there is none."""
-  # TODO: a resumed run may change `epochs`, which moves the schedule's end
-  # - count the schedule in epochs of its own, or refuse that change.
+  """Epochs over which the k schedule lowers k; 0 when there is none.
+
+  It depends on ``config.epochs``, which a resumed run may therefore not
+  change (``aejax.resume.check_config``).
+  """
   if config.k_start == 0:
     return 0
   return max(1, round(config.k_schedule_fraction * config.epochs))

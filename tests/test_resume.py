@@ -312,3 +312,26 @@ def test_damaged_checkpoint_is_a_resume_error(tmp_path, damage):
   with pytest.raises(resume.ResumeError, match=r"epoch 2 .* cannot be read"):
     epoch = resume.start_epoch(workdir, config, "fingerprint")
     resume.restore(workdir, epoch, state)
+
+
+def test_k_schedule_fixes_the_epochs_of_a_resumed_run(tmp_path):
+  # The k schedule ends at a share of `epochs`: changing it would move k
+  # in the epochs already trained.
+  config = variants.get_config("ksparse", k_start=100, epochs=4)
+  report.write_json(tmp_path / "config.json", config.to_json())
+  with pytest.raises(resume.ResumeError, match="epochs: 4 -> 8"):
+    resume.check_config(tmp_path, dataclasses.replace(config, epochs=8))
+  resume.check_config(tmp_path, config)
+  plain = variants.get_config("ksparse", k_start=0, epochs=4)
+  report.write_json(tmp_path / "config.json", plain.to_json())
+  resume.check_config(tmp_path, dataclasses.replace(plain, epochs=8))
+
+
+def test_a_field_added_since_the_run_counts_as_its_default(tmp_path):
+  config = variants.get_config("denoising")
+  saved = config.to_json()
+  del saved["k_start"]  # as written before the k schedule existed
+  report.write_json(tmp_path / "config.json", saved)
+  resume.check_config(tmp_path, config)
+  with pytest.raises(resume.ResumeError, match=r"k_start: 0 -> 5"):
+    resume.check_config(tmp_path, dataclasses.replace(config, k_start=5))
