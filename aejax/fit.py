@@ -869,15 +869,18 @@ def summarize_run(
 
 
 def _selected(candidates: list[dict[str, Any]], ensembles: bool) -> dict:
-  """The candidate with the lowest validation RMSE (the last member when
-  there is no validation set), named as such."""
+  """The candidate with the lowest validation RMSE, named as such; without
+  a validation set nothing is chosen, and the last candidate stands for
+  the run (``on_validation`` is then False)."""
   valid = [c.get("valid_rmse") for c in candidates]
-  if any(v is None or not np.isfinite(v) for v in valid):
-    index = len(candidates) - 1
-  else:
-    index = int(np.argmin(valid))
+  on_validation = all(v is not None and np.isfinite(v) for v in valid)
+  index = int(np.argmin(valid)) if on_validation else len(candidates) - 1
   kind = "ensemble" if ensembles else "member"
-  return {"predictor": f"{kind} {index}", **candidates[index]}
+  return {
+    "predictor": f"{kind} {index}",
+    "on_validation": on_validation,
+    **candidates[index],
+  }
 
 
 def _predictor_figures(final: dict[str, Any], index: int) -> dict[str, float]:

@@ -31,9 +31,8 @@ import numpy as np
 from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
-from aejax import fit, folds, parallel, report, resume, variants
+from aejax import fit, folds, parallel, report, variants
 from aejax.data import movielens, sources
-from aejax.errors import DataError
 
 _VARIANT = flags.DEFINE_enum(
   "variant",
@@ -461,7 +460,7 @@ def main(argv):
           workdir / config.variant / "metrics.jsonl"
         )
         print(summary_line(results), flush=True)
-  except (DataError, resume.ResumeError) as error:
+  except ValueError as error:  # DataError and ResumeError included
     return fail(f"{prefix}{error}", 2)
   except fit.NonFiniteLossError as error:
     return fail(f"{prefix}{error}", EXIT_DIVERGED)
@@ -478,6 +477,12 @@ def selected_line(results: dict) -> str:
   """Which predictor validation chose, and its test figures."""
   chosen = results["selected"]
   swept = ", ".join(f"{n}={chosen[n]:g}" for n in results.get("swept", []))
+  if not chosen.get("on_validation", True):
+    return (
+      f"No validation set, nothing selected: the last {chosen['predictor']}"
+      + (f" ({swept})" if swept else "")
+      + f" stands for the run, test RMSE {_number(chosen.get('test_rmse'))}"
+    )
   return (
     f"Selected on validation: {chosen['predictor']}"
     + (f" ({swept})" if swept else "")

@@ -40,9 +40,14 @@ def main(argv):
     print(f"error: {error}", file=sys.stderr)
     return 1
 
+  used = (
+    f"member {result.members[0]}"
+    if len(result.members) == 1
+    else f"members {', '.join(map(str, result.members))} averaged"
+  )
   print(
     f"Top {len(result.items)} unrated movies for user {result.user_id} "
-    f"(members {', '.join(map(str, result.members))} averaged):"
+    f"({used}):"
   )
   print(
     report.format_table(

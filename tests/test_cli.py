@@ -54,6 +54,9 @@ def test_tiny_run_prints_table_and_writes_workdir(tiny_split, tmp_path):
     "test course RMSE",
   ]
   assert "| user + item biases |" in result.stdout
+  assert (
+    "No validation set, nothing selected: the last member 0" in result.stdout
+  )
   results = json.loads((workdir / "results.json").read_text())
   assert results["variant"] == "ksparse" and results["epochs"] == 3
 
@@ -97,6 +100,20 @@ def test_bad_flag_value_names_it(tmp_path, tiny_split):
   assert "noise_rate must lie in [0, 1), not 1.5" in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_empty_validation_set_gives_one_line_and_status_2(tmp_path, tiny_split):
+  workdir = tmp_path / "run"
+  result = run(
+    f"--data_dir={tiny_split}",
+    "--valid_fraction=0.0001",
+    f"--workdir={workdir}",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 2
+  assert "the validation set holds no rating" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (workdir / "config.json").exists()
 
 
 def test_all_variants_write_a_comparison(tiny_split, tmp_path):
