@@ -44,7 +44,10 @@ _DATASET = flags.DEFINE_enum(
   "dataset", "ml-100k", ["ml-100k", "ml-1m"], "MovieLens data set."
 )
 _SPLIT = flags.DEFINE_string(
-  "split", "u1", "ML-100k official split (u1..u5, ua, ub) or random."
+  "split",
+  None,
+  "ML-100k official split (u1..u5, ua, ub) or random. Default: u1 for "
+  "ml-100k, random (90/10) for ml-1m, which has no official split.",
 )
 _ORIENTATION = flags.DEFINE_enum(
   "orientation",
@@ -191,7 +194,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 def config_from_flags(variant: str) -> variants.Config:
   """The variant's defaults overridden by the flags that were given."""
-  overrides = {"dataset": _DATASET.value, "split": _SPLIT.value}
+  split = _SPLIT.value
+  if split is None:
+    split = "random" if _DATASET.value == "ml-1m" else "u1"
+  overrides = {"dataset": _DATASET.value, "split": split}
   if _FAITHFUL.value:
     if _VARIANT.value != "course":
       raise ValueError(

@@ -51,3 +51,10 @@ def test_sparsity_and_pretraining_flags(parse):
   assert parse("--variant=stacked").pretrain_epochs == 0
   with pytest.raises(ValueError, match="k_start must be an integer"):
     parse("--variant=ksparse", "--k_start=-1")
+
+
+def test_split_defaults_to_the_data_sets_protocol(parse):
+  assert parse("--variant=autorec").split == "u1"
+  assert parse("--variant=autorec", "--dataset=ml-1m").split == "random"
+  config = parse("--variant=autorec", "--dataset=ml-1m", "--split=u2")
+  assert config.split == "u2"  # refused later, when the data is read
