@@ -286,10 +286,10 @@ VARIANTS: dict[str, Config] = {
   # squared errors over observed ratings plus (lambda / 2) ||W||^2. The
   # paper trains with L-BFGS or Rprop; here Adam on mini-batches of items
   # with a cosine schedule, its b2 the shared rms_decay of 0.9 (the value
-  # every figure in the README was trained with). lambda = 240 had the lowest validation RMSE on
-  # ML-100k u1 among 60 to 3000 (ML-1M wants 200 to 400 and batches of
-  # 256, see the README). A validation share picks the epoch, and
-  # cold-start ratings get the bias baseline.
+  # every figure in the README was trained with). lambda = 240 had the
+  # lowest validation RMSE on ML-100k u1 among 60 to 3000 (ML-1M wants 200
+  # to 400 and batches of 256, see the README). A validation share picks
+  # the epoch, and cold-start ratings get the bias baseline.
   "autorec": dataclasses.replace(
     _BASE,
     variant="autorec",
