@@ -31,10 +31,21 @@ def test_top_k_with_traced_k_matches_lax_top_k():
     np.testing.assert_array_equal(mask, expected)
 
 
-def test_keep_top_k_passes_gradient_only_through_kept_units():
+def test_top_k_code_passes_gradient_only_through_kept_units():
   values = jnp.array([[3.0, -1.0, 2.0, 0.5]])
-  grads = jax.grad(lambda z: sparsity.keep_top_k(z, 2).sum())(values)
-  np.testing.assert_array_equal(grads, [[1.0, 0.0, 1.0, 0.0]])
+  np.testing.assert_array_equal(
+    sparsity.top_k_mask(values, 2), [[True, False, True, False]]
+  )
+  model = autoencoder.Autoencoder(
+    6, (4,), activation="identity", rngs=nnx.Rngs(0)
+  )
+  inputs = jax.random.normal(jax.random.key(3), (1, 6))
+  grads = jax.grad(lambda x: model.encode(x, k=2).sum())(inputs)
+  kernel = np.asarray(model.encoder[0].kernel[...])
+  pre = np.asarray(inputs) @ kernel + np.asarray(model.encoder[0].bias[...])
+  kept = np.argsort(-pre[0])[:2]
+  # d/dx of sum_j kept (x W + b)_j is the sum of the kept units' columns.
+  np.testing.assert_allclose(grads[0], kernel[:, kept].sum(axis=1), rtol=1e-6)
 
 
 def test_ksparse_code_has_exactly_k_nonzero_units():

@@ -28,17 +28,6 @@ def top_k_mask(pre_activations: jax.Array, k: jax.Array | int) -> jax.Array:
   return ranks < jnp.asarray(k, ranks.dtype)
 
 
-def keep_top_k(pre_activations: jax.Array, k: jax.Array | int) -> jax.Array:
-  """Zeroes all but the ``k`` largest units of each row.
-
-  ``h = z * 1[rank(z) < k]`` where the mask is computed without gradient:
-  the kept units pass their gradient unchanged and the others pass none,
-  as in Makhzani and Frey (2013), arXiv:1312.5663.
-  """
-  mask = jax.lax.stop_gradient(top_k_mask(pre_activations, k))
-  return jnp.where(mask, pre_activations, 0.0)
-
-
 def kl_sparsity(
   *, mean_activation: jax.Array, target: jax.Array | float
 ) -> jax.Array:
