@@ -147,9 +147,3 @@ class FinishedRun:
     """``(n_users, n_items)`` predictions of the chosen predictor."""
     matrix = self.predict_rows(np.arange(self.rows.n_rows), clip)
     return matrix.T if self.config.orientation == "item" else matrix
-
-  def predict_pairs(
-    self, users: np.ndarray, items: np.ndarray, clip: bool | None = None
-  ) -> np.ndarray:
-    """Predictions for parallel arrays of user and item indices."""
-    return self.predict_matrix(clip)[users, items]
