@@ -174,9 +174,20 @@ def make_program(
   )
 
 
-def member_keys(seed: int) -> dict[str, jax.Array]:
-  """The keys of one member, named by role, split once from its seed."""
-  init_key, noise_key, shuffle_key = jax.random.split(jax.random.key(seed), 3)
+def member_keys(seed_key: jax.Array) -> dict[str, jax.Array]:
+  """The keys of one member, named by role, split once from its seed key.
+
+  ``(init, noise, shuffle) = split(seed_key, 3)``; the seed key is
+  ``jax.random.key(seed)``, so a member's keys depend on its seed alone.
+
+  Args:
+    seed_key: the member's ``jax.random.key(seed)``; may be traced.
+
+  Returns:
+    ``{"init": ..., "noise": ..., "shuffle": ...}``: the keys of the
+    parameters' initialisation, the corruption noise and the row order.
+  """
+  init_key, noise_key, shuffle_key = jax.random.split(seed_key, 3)
   return {"init": init_key, "noise": noise_key, "shuffle": shuffle_key}
 
 
@@ -199,8 +210,8 @@ def init_members(
   config, n_columns = program.config, program.n_columns
 
   def init_one(seed_key, learning_rate, weight_decay):
-    init_key, noise_key, shuffle_key = jax.random.split(seed_key, 3)
-    model = build_model(config, n_columns, init_key)
+    keys = member_keys(seed_key)
+    model = build_model(config, n_columns, keys["init"])
     if output_bias is not None:
       model.output_bias[...] = jnp.asarray(output_bias, jnp.float32)
     _, params = nnx.split(model, nnx.Param)
@@ -211,7 +222,11 @@ def init_members(
       weight_decay=weight_decay,
     )
     return TrainState(
-      params, opt_state, jnp.zeros((), jnp.int32), noise_key, shuffle_key
+      params,
+      opt_state,
+      jnp.zeros((), jnp.int32),
+      keys["noise"],
+      keys["shuffle"],
     )
 
   seed_keys = jnp.stack([jax.random.key(int(m["seed"])) for m in members])
