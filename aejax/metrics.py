@@ -44,6 +44,11 @@ class ErrorSums(NamedTuple):
 
   @classmethod
   def zeros(cls) -> ErrorSums:
+    """Sums of nothing yet: every field a float32 zero scalar.
+
+    Returns:
+      ``ErrorSums`` with all five fields ``0.0``.
+    """
     return cls(*(jnp.zeros((), jnp.float32) for _ in cls._fields))
 
   def __add__(self, other: ErrorSums) -> ErrorSums:  # type: ignore[override]
@@ -100,6 +105,14 @@ class ColumnSums(NamedTuple):
 
   @classmethod
   def zeros(cls, n_columns: int) -> ColumnSums:
+    """Per-column sums of nothing yet.
+
+    Args:
+      n_columns: width of a row.
+
+    Returns:
+      ``ColumnSums`` of two float32 zero vectors of length ``n_columns``.
+    """
     return cls(*(jnp.zeros((n_columns,), jnp.float32) for _ in cls._fields))
 
   def __add__(self, other: ColumnSums) -> ColumnSums:  # type: ignore[override]
@@ -134,6 +147,14 @@ def course_from_columns(errors: ErrorSums, columns: ColumnSums) -> ErrorSums:
   ``row_rmse = sum_c sqrt(squared_c / count_c)`` and ``rows`` the number
   of columns with an observed entry: the course RMSE of item rows, which
   averages over users, the columns.
+
+  Args:
+    errors: sums over a whole evaluation or epoch of item rows.
+    columns: the same batches' per-column sums.
+
+  Returns:
+    ``errors`` with ``row_rmse`` and ``rows`` replaced, the other fields
+    unchanged.
   """
   has_rating = columns.count > 0
   mse = losses.safe_divide(columns.squared, columns.count)
@@ -202,7 +223,11 @@ def ranking_figures(
     cutoffs: the ``K`` values.
 
   Returns:
-    ``recall@K`` and ``ndcg@K`` for each cutoff, and ``ranked_users``.
+    ``recall@K`` and ``ndcg@K`` for each cutoff, and ``ranked_users``
+    (NaN figures when no user has a relevant item).
+
+  Raises:
+    ValueError: an item is both known and relevant to the same user.
   """
   if np.any(known & relevant):
     raise ValueError("an item is both known and relevant to the same user")
@@ -230,8 +255,17 @@ def ranking_figures(
 def summarize(sums: ErrorSums) -> dict[str, np.ndarray]:
   """RMSE, MAE and course RMSE from (per-member) sums, on the host.
 
-  Returns NaN for a metric with no rating behind it; callers that report
-  figures check ``count`` first.
+  ``rmse = sqrt(squared / count)``, ``mae = absolute / count`` and
+  ``course_rmse = row_rmse / rows``, in float64.
+
+  Args:
+    sums: totals of an evaluation or epoch, each field a scalar or an
+      array with a leading member axis.
+
+  Returns:
+    ``rmse``, ``mae``, ``course_rmse`` and ``count``, shaped like the
+    fields of ``sums``; NaN for a metric with no rating behind it, so
+    callers that report figures check ``count`` first.
   """
   host = jax.tree.map(lambda x: np.asarray(x, np.float64), sums)
   with np.errstate(invalid="ignore", divide="ignore"):

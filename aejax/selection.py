@@ -32,7 +32,7 @@ class Best(NamedTuple):
   rmse: jax.Array
 
 
-def init_best(params) -> Best:
+def init_best(params: Any) -> Best:
   """The ``Best`` before any evaluation.
 
   Args:
@@ -96,10 +96,30 @@ class EarlyStopping:
 
   @classmethod
   def create(cls, patience: int, n_members: int) -> EarlyStopping:
+    """Bookkeeping before the first epoch: no member has improved yet.
+
+    Args:
+      patience: epochs without improvement before stopping (0: never).
+      n_members: number of members.
+
+    Returns:
+      An ``EarlyStopping`` whose ``best_epoch`` is all zeros.
+    """
     return cls(patience, np.zeros(n_members, np.int64))
 
   def update(self, epoch: int, improved: np.ndarray) -> bool:
-    """Records the members that improved at ``epoch``; True means stop."""
+    """Records the members that improved at ``epoch``; True means stop.
+
+    Stop when ``patience > 0`` and ``epoch - max_m best_epoch_m >=
+    patience``.
+
+    Args:
+      epoch: the 1-based epoch just evaluated.
+      improved: ``(n_members,)`` mask of members that improved in it.
+
+    Returns:
+      Whether training should stop after ``epoch``.
+    """
     self.best_epoch[np.asarray(improved, bool)] = epoch
     if self.patience == 0:
       return False
