@@ -21,6 +21,13 @@ def jsonable(value: Any) -> Any:
   """``value`` with numpy arrays and scalars turned into lists and numbers.
 
   Non-finite floats become None, so that the result is strict JSON.
+
+  Args:
+    value: a number, array, mapping or sequence of them, nested freely;
+      mapping keys become strings.
+
+  Returns:
+    The same structure built from dicts, lists, Python numbers and None.
   """
   if isinstance(value, Mapping):
     return {str(k): jsonable(v) for k, v in value.items()}
@@ -40,6 +47,10 @@ def write_json(path: os.PathLike, data: Any) -> None:
   """Writes ``data`` as indented JSON, atomically (temporary file, rename).
 
   Non-finite floats become ``null``, so the file is strict JSON.
+
+  Args:
+    path: the file to write; its folder is made if missing.
+    data: anything ``jsonable`` accepts.
   """
   text = json.dumps(jsonable(data), indent=2, allow_nan=False)
   _write_text(pathlib.Path(path), text + "\n")
@@ -47,6 +58,12 @@ def write_json(path: os.PathLike, data: Any) -> None:
 
 def read_json(path: os.PathLike) -> Any:
   """The content of a JSON file.
+
+  Args:
+    path: the file to read.
+
+  Returns:
+    The decoded JSON value.
 
   Raises:
     DataError: the file cannot be read or is not JSON; the line is named.
@@ -79,16 +96,23 @@ class MetricsWriter:
     self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
 
   def write(self, record: Mapping[str, Any]) -> None:
+    """Appends ``record`` as one line of strict JSON and flushes the file.
+
+    Args:
+      record: the line's fields; arrays and non-finite floats are made
+        JSON first (``jsonable``).
+    """
     self._file.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
     self._file.flush()
 
   def close(self) -> None:
+    """Closes the file; later writes raise ``ValueError``."""
     self._file.close()
 
-  def __enter__(self):
+  def __enter__(self) -> MetricsWriter:
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, *exc: object) -> None:
     self.close()
 
 
@@ -97,6 +121,12 @@ def read_metrics(path: os.PathLike) -> list[dict[str, Any]]:
 
   A last line without its line end that is not a whole record is a write
   cut short by a killed process, and is left out. Blank lines are skipped.
+
+  Args:
+    path: the ``metrics.jsonl`` file.
+
+  Returns:
+    One dict per record.
 
   Raises:
     DataError: a complete line that is not a JSON object with an integer
@@ -138,6 +168,14 @@ def truncate_metrics(
   before a resumed run appends its own. With ``rewrite=False`` the records
   are only read and checked, as by the processes of a run that do not
   write its files.
+
+  Args:
+    path: the ``metrics.jsonl`` file.
+    epoch: the last epoch to keep (the epoch of the checkpoint resumed).
+    rewrite: whether to write the kept records back.
+
+  Returns:
+    The records of epochs ``1 .. epoch``, made strict JSON (``jsonable``).
 
   Raises:
     DataError: the file cannot be read (see ``read_metrics``), or its
@@ -182,7 +220,16 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 
 
 def sample_std(values: Sequence[float]) -> float:
-  """Standard deviation with Bessel's correction; 0 for a single value."""
+  """Standard deviation with Bessel's correction; 0 for a single value.
+
+  ``s = sqrt(sum_i (x_i - mean)^2 / (n - 1))``.
+
+  Args:
+    values: the sample, at least one value.
+
+  Returns:
+    ``s`` as a float, or 0.0 when ``n = 1``.
+  """
   values = np.asarray(values, np.float64)
   return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
@@ -190,7 +237,19 @@ def sample_std(values: Sequence[float]) -> float:
 def format_table(
   header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 4
 ) -> str:
-  """A Markdown table; floats are shown with ``digits`` decimals."""
+  """A Markdown table; floats are shown with ``digits`` decimals.
+
+  None shows as ``-`` and a non-finite float as ``nan``; columns are padded
+  to their widest cell.
+
+  Args:
+    header: the column names.
+    rows: the cells of each row, as many as ``header``.
+    digits: decimals of a float.
+
+  Returns:
+    The table's lines joined by line ends, without a final one.
+  """
 
   def cell(value: Any) -> str:
     if value is None:
@@ -236,6 +295,12 @@ def plot_learning_curves(
 
   Each record holds ``epoch`` and, for each series, a list of per-member
   values (or a single number).
+
+  Args:
+    records: the run's ``metrics.jsonl`` records.
+    path: the PNG to write, atomically.
+    title: the plot's title, if any.
+    series: the record fields to draw; a field no record holds is skipped.
   """
   import matplotlib
 
@@ -310,7 +375,14 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
-  """The comparison as a Markdown table, ``mean ± std`` per metric."""
+  """The comparison as a Markdown table, ``mean ± std`` per metric.
+
+  Args:
+    rows: from ``comparison_rows``.
+
+  Returns:
+    The table (``format_table``).
+  """
   header = ["variant", "setting", "seeds", "test RMSE", "test MAE",
             "test course RMSE", "epochs", "seconds"]  # fmt: skip
   body = []
@@ -329,9 +401,12 @@ def plot_comparison(
   curves: Mapping[str, Sequence[Mapping[str, Any]]],
   path: os.PathLike,
 ) -> None:
-  """Saves a PNG: test RMSE per variant with error bars (left), and each
-  variant's mean validation RMSE per epoch (right; training RMSE for a run
-  without validation ratings, since the test split is scored only once).
+  """Saves a PNG of test RMSE per variant and each variant's learning curve.
+
+  The left panel shows each row's mean test RMSE with its std over seeds
+  as an error bar; the right one each variant's mean validation RMSE per
+  epoch (training RMSE for a run without validation ratings, since the test
+  split is scored only once).
 
   Args:
     rows: from ``comparison_rows``.
@@ -383,6 +458,11 @@ def write_comparison(
   curves: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> str:
   """Writes ``comparison.md``, ``comparison.json`` and ``comparison.png``.
+
+  Args:
+    workdir: the folder of the comparison.
+    runs: the ``results.json`` contents of each variant's run.
+    curves: each variant's ``metrics.jsonl`` records.
 
   Returns:
     The Markdown table.
