@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from aejax import batching, metrics, parallel
 from aejax.baselines import Biases
+from aejax.data.ratings import Rows
 from aejax.train import Hyper, Program, evaluation_k, reconstruct
 
 
@@ -45,7 +46,7 @@ class Scoring(NamedTuple):
 
 
 def make_scoring(
-  train_rows, fallback: Biases | None = None, orientation: str = "user"
+  train_rows: Rows, fallback: Biases | None = None, orientation: str = "user"
 ) -> Scoring:
   """``Scoring`` from host training rows and a cold-start predictor.
 
@@ -98,8 +99,8 @@ class EvalTargets(NamedTuple):
 
 
 def eval_targets(
-  train_rows,
-  target_rows,
+  train_rows: Rows,
+  target_rows: Rows,
   batch_size: int,
   scoring: Scoring | None = None,
   *,
@@ -108,10 +109,21 @@ def eval_targets(
 ) -> EvalTargets:
   """Builds ``EvalTargets`` from host rows (training input, held-out).
 
-  ``scoring`` defaults to ``make_scoring(train_rows)``: the training mean.
-  ``inputs`` may pass the training rows already on the device, so that
-  they are not copied twice; with a ``mesh`` everything is replicated on
-  it.
+  Only rows with at least one held-out rating are visited, in index order,
+  ``batch_size`` at a time (``batching.fixed_row_order``).
+
+  Args:
+    train_rows: the training rows, the model's input.
+    target_rows: the held-out rows to score, indexed like ``train_rows``.
+    batch_size: rows per evaluation batch.
+    scoring: the cold-start predictor and clipping range; by default
+      ``make_scoring(train_rows)``, the training mean.
+    inputs: the training rows already on the device, so that they are not
+      copied twice; by default ``train_rows`` is copied.
+    mesh: if given, everything is replicated on it.
+
+  Returns:
+    The ``EvalTargets``, on the device.
   """
   scored = np.flatnonzero(target_rows.lengths > 0).astype(np.int32)
   order = batching.fixed_row_order(scored, batch_size)
@@ -132,7 +144,7 @@ def eval_targets(
 
 def predict(
   program: Program,
-  params,
+  params: Any,
   hyper: Hyper,
   inputs: jax.Array,
   input_mask: jax.Array,
@@ -147,7 +159,24 @@ def predict(
   prediction is the cold-start predictor ``mu + b_row + b_column`` if the
   config asks for it; predictions are clipped to the training ratings'
   range if ``clip`` (by default the config) asks for it. A k-sparse member
-  keeps ``evaluation_k`` code units here.
+  keeps ``evaluation_k`` code units here:
+
+  ``r_hat = clip(known ? f(x) : mu + b_row + b_column, low, high)`` with
+  ``f`` the autoencoder and ``known`` true where the column has a training
+  rating and the row has one in ``input_mask``.
+
+  Args:
+    program: the run's static part.
+    params: one member's parameters.
+    hyper: the member's hyper-parameters.
+    inputs: ``(batch, n_columns)`` training ratings, 0 where unobserved.
+    input_mask: where ``inputs`` holds a rating.
+    row_ids: ``(batch,)`` index of each row, ``-1`` for padding.
+    scoring: the cold-start predictor and clipping range.
+    clip: overrides ``config.clip_predictions`` unless None.
+
+  Returns:
+    ``(batch, n_columns)`` predicted ratings.
   """
   config = program.config
   if program.use_top_k:
@@ -203,11 +232,11 @@ def predictor_weights(
 
 def make_eval_fn(
   program: Program,
-  train_rows,
-  target_rows,
+  train_rows: Rows,
+  target_rows: Rows,
   batch_size: int,
   mesh: Mesh | None = None,
-):
+) -> jax.stages.Wrapped:
   """A jitted ``evaluate(params, hyper, targets, weights) -> ErrorSums``.
 
   ``weights`` (``(n_predictors, n_members)``, see ``predictor_weights``)
@@ -218,6 +247,19 @@ def make_eval_fn(
   ``target_rows`` (host ``Rows``) fix the capacities. With a ``mesh`` the
   rows of each batch are split over its ``data`` axis and the members over
   its ``members`` axis, as in training; the sums are replicated.
+
+  Args:
+    program: the run's static part.
+    train_rows: the training rows (host), the model's input.
+    target_rows: the held-out rows (host) that will be scored.
+    batch_size: rows per evaluation batch.
+    mesh: the device mesh, or None for one device.
+
+  Returns:
+    ``evaluate``: parameters and hyper-parameters with a leading member
+    axis, ``EvalTargets`` from ``eval_targets`` and the
+    ``(n_predictors, n_members)`` weights; it returns ``ErrorSums`` with a
+    leading predictor axis.
   """
   n_columns = program.n_columns
   densify_inputs = parallel.densifier(mesh, train_rows, batch_size, n_columns)
@@ -279,15 +321,28 @@ def make_eval_fn(
 
 
 def make_predict_fn(
-  program: Program, train_rows, batch_size: int, clip: bool | None = None
-):
+  program: Program,
+  train_rows: Rows,
+  batch_size: int,
+  clip: bool | None = None,
+) -> jax.stages.Wrapped:
   """A jitted ``predict_rows(params, hyper, inputs, order, scoring, weights)``.
 
-  ``clip`` overrides the config's clipping (ranking wants raw scores).
-  Returns ``(n_predictors, n_batches * batch_size, n_columns)``
-  predictions, predictor ``p`` mixing the members with ``weights[p]``, for
+  ``predict_rows`` returns ``(n_predictors, n_batches * batch_size,
+  n_columns)`` predictions, ``r_hat_p = sum_m weights[p, m] r_hat_m``, for
   the rows of ``order`` (``(n_batches, batch_size)``, ``-1`` padded), each
-  fed its training row from ``inputs``.
+  fed its training row from ``inputs``; padded rows come out as they are
+  computed and are the caller's to drop.
+
+  Args:
+    program: the run's static part.
+    train_rows: the training rows (host), which fix the batch capacity.
+    batch_size: rows per batch of ``order``.
+    clip: overrides the config's clipping unless None (ranking wants raw
+      scores).
+
+  Returns:
+    The jitted ``predict_rows``.
   """
   n_columns = program.n_columns
   capacity = train_rows.batch_capacity(batch_size)

@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from aejax import batching, losses, metrics, optim, parallel
+from aejax.data.ratings import Rows
 from aejax.models import autoencoder, sparsity
 from aejax.variants import Config
 
@@ -76,6 +77,16 @@ class StepMetrics(NamedTuple):
 
   @classmethod
   def zeros(cls, n_columns: int | None = None) -> StepMetrics:
+    """Metrics of no step yet: every sum a float32 zero.
+
+    Args:
+      n_columns: width of a row when per-column sums are kept (item rows);
+        None keeps none.
+
+    Returns:
+      ``StepMetrics`` of zeros, with ``columns`` None unless
+      ``n_columns`` is given.
+    """
     zero = jnp.zeros((), jnp.float32)
     columns = None if n_columns is None else metrics.ColumnSums.zeros(n_columns)
     return cls(metrics.ErrorSums.zeros(), zero, zero, columns)
@@ -121,8 +132,20 @@ class Program:
   use_l2: bool
 
 
-def build_model(config: Config, n_columns: int, key: jax.Array):
-  """An ``Autoencoder`` for ``config`` with parameters drawn from ``key``."""
+def build_model(
+  config: Config, n_columns: int, key: jax.Array
+) -> autoencoder.Autoencoder:
+  """An ``Autoencoder`` for ``config`` with parameters drawn from ``key``.
+
+  Args:
+    config: the run's configuration (hidden sizes, activations, tying and
+      initialiser).
+    n_columns: width of a row, the network's input and output.
+    key: the member's ``init_key``.
+
+  Returns:
+    The model, its parameters in the ``params`` stream of ``key``.
+  """
   return autoencoder.Autoencoder(
     n_columns,
     config.hidden_sizes,
@@ -143,7 +166,20 @@ def make_program(
   """The static part of a run, from its config and members.
 
   ``n_rows`` (the training rows) sets the L2 penalty's share per batch and
-  the length of a learning-rate schedule.
+  the length of a learning-rate schedule:
+  ``total_steps = epochs * ceil(n_rows / batch_size)``. A penalty or
+  mechanism is compiled in only when some member uses it (``use_top_k``
+  when some ``0 < k < code_width``, and so on).
+
+  Args:
+    config: the run's configuration.
+    n_columns: width of a row.
+    members: each member's settings (``variants.members``).
+    n_rows: number of training rows with a rating.
+
+  Returns:
+    The ``Program``; the model is only traced for its structure, no
+    parameter is drawn.
   """
   model = nnx.eval_shape(
     lambda: build_model(config, n_columns, jax.random.key(0))
@@ -206,10 +242,16 @@ def init_members(
     members: each member's seed and hyper-parameters.
     output_bias: ``(n_columns,)`` initial output bias for every member, or
       None to keep the initialiser's.
+
+  Returns:
+    ``TrainState`` with a leading member axis (step 0, keys from
+    ``member_keys``) and the members' ``Hyper``.
   """
   config, n_columns = program.config, program.n_columns
 
-  def init_one(seed_key, learning_rate, weight_decay):
+  def init_one(
+    seed_key: jax.Array, learning_rate: jax.Array, weight_decay: jax.Array
+  ) -> TrainState:
     keys = member_keys(seed_key)
     model = build_model(config, n_columns, keys["init"])
     if output_bias is not None:
@@ -263,7 +305,14 @@ def schedule_epochs(config: Config) -> int:
   """Epochs over which the k schedule lowers k; 0 when there is none.
 
   It depends on ``config.epochs``, which a resumed run may therefore not
-  change (``aejax.resume.check_config``).
+  change (``aejax.resume.check_config``):
+  ``E = max(1, round(k_schedule_fraction * epochs))`` when ``k_start > 0``.
+
+  Args:
+    config: the run's configuration.
+
+  Returns:
+    ``E``, or 0 when ``config.k_start`` is 0.
   """
   if config.k_start == 0:
     return 0
@@ -301,15 +350,38 @@ def evaluation_k(config: Config, k: jax.Array, code_width: int) -> jax.Array:
 
   Makhzani and Frey (2013) train with ``k`` units and encode with the
   ``alpha k`` largest (``alpha >= 1``, ``config.eval_k_multiplier``).
+
+  Args:
+    config: the run's configuration (``eval_k_multiplier``).
+    k: each member's training k, an integer array.
+    code_width: width of the code layer.
+
+  Returns:
+    The k of each member at evaluation, shaped and typed like ``k``.
   """
   kept = jnp.rint(config.eval_k_multiplier * k.astype(jnp.float32))
   return jnp.minimum(kept.astype(k.dtype), code_width)
 
 
 def reconstruct(
-  program: Program, params, inputs: jax.Array, hyper: Hyper
+  program: Program, params: Any, inputs: jax.Array, hyper: Hyper
 ) -> tuple[jax.Array, jax.Array]:
-  """``(reconstruction, code)`` of a batch of rows by one member."""
+  """``(reconstruction, code)`` of a batch of rows by one member.
+
+  ``h = g(x)`` and ``x_hat = f(h)`` with ``g`` the encoder and ``f`` the
+  decoder; when the program uses top-k, the code keeps its ``hyper.k``
+  largest units (Makhzani and Frey, 2013, "k-Sparse Autoencoders").
+
+  Args:
+    program: the run's static part.
+    params: one member's parameters, in the model's layout.
+    inputs: ``(batch, n_columns)`` input rows.
+    hyper: the member's hyper-parameters.
+
+  Returns:
+    ``x_hat``, shaped like ``inputs``, and the code ``h``,
+    ``(batch, code_width)``.
+  """
   model = nnx.merge(program.graphdef, params)
   k = hyper.k if program.use_top_k else None
   return model(inputs, k=k)
@@ -324,13 +396,21 @@ def corrupt(
   al., 2008, "Extracting and Composing Robust Features with Denoising
   Autoencoders"). Unobserved inputs are zero already, so only observed
   ratings are affected.
+
+  Args:
+    values: the input rows, 0 where unobserved.
+    noise_key: the key of this batch's noise.
+    noise_rate: ``p``, a scalar in ``[0, 1]``.
+
+  Returns:
+    ``x_tilde``, shaped like ``values``.
   """
   keep = jax.random.bernoulli(noise_key, 1.0 - noise_rate, values.shape)
   return jnp.where(keep, values, 0.0)
 
 
 def loss_fn(
-  params,
+  params: Any,
   program: Program,
   values: jax.Array,
   mask: jax.Array,
@@ -347,7 +427,19 @@ def loss_fn(
   the last term is AutoRec's kernel penalty (Sedhain et al., 2015) in
   proportion to the batch's ``B`` non-empty rows out of the ``N`` training
   rows, so that an epoch of ``"sum"`` losses adds up to AutoRec's
-  objective.
+  objective. Each term after the first is compiled in only when some
+  member uses it (``program.use_noise``, ``use_kl``, ``use_l2``).
+
+  Args:
+    params: one member's parameters, in the model's layout.
+    program: the run's static part.
+    values: ``(batch, n_columns)`` ratings, 0 where unobserved.
+    mask: where ``values`` holds a rating.
+    noise_key: the key of this batch's corruption noise.
+    hyper: the member's hyper-parameters.
+
+  Returns:
+    The scalar loss ``L`` and the reconstruction ``f(x_tilde)``.
   """
   inputs = values
   if program.use_noise:
@@ -500,8 +592,8 @@ def from_step_layout(tree: Any, canonical: Any) -> Any:
 
 
 def make_epoch_fn(
-  program: Program, rows, batch_size: int, mesh: Mesh | None = None
-):
+  program: Program, rows: Rows, batch_size: int, mesh: Mesh | None = None
+) -> jax.stages.Wrapped:
   """A jitted ``epoch(states, hyper, rows, epoch) -> (states, metrics)``.
 
   ``rows`` are the host training rows (``aejax.data.ratings.Rows``); the
@@ -519,6 +611,16 @@ def make_epoch_fn(
   ``parallel.member_sharding`` and the rows replicated. A device's share of
   the last batch may be all padding; the batch as a whole is not, and the
   step sees the whole batch.
+
+  Args:
+    program: the run's static part.
+    rows: the host training rows.
+    batch_size: rows per step.
+    mesh: the device mesh, or None for one device.
+
+  Returns:
+    The jitted ``epoch``; it donates ``states`` and returns the members'
+    ``StepMetrics`` summed over the epoch (``columns`` None).
   """
   visited = np.flatnonzero(rows.lengths > 0).astype(np.int32)
   n_columns = program.n_columns
