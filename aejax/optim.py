@@ -30,6 +30,9 @@ def accumulate_gradient_sum() -> optax.GradientTransformation:
   parameters' ``.grad``; a training loop that never calls ``zero_grad()``
   (as the tutorial's does) therefore steps with ``G_t``. This
   transformation reproduces that behaviour; nothing else should use it.
+
+  Returns:
+    The optax transformation; its state is a ``GradientSumState``.
   """
 
   def init_fn(params):
@@ -76,7 +79,14 @@ def rmsprop_decoupled(
 
 
 def weight_matrices(params: optax.Params) -> optax.Params:
-  """True for the leaves that are matrices (kernels), False for vectors."""
+  """True for the leaves that are matrices (kernels), False for vectors.
+
+  Args:
+    params: a tree of arrays.
+
+  Returns:
+    The same tree with a bool per leaf: ``ndim >= 2``.
+  """
   return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
@@ -126,6 +136,9 @@ def lr_multiplier(name: str, total_steps: int) -> optax.Schedule:
 
   Returns:
     A function of the update count.
+
+  Raises:
+    ValueError: ``name`` is neither ``constant`` nor ``cosine``.
   """
   if name == "constant":
     return optax.constant_schedule(1.0)
@@ -188,6 +201,25 @@ def make_optimizer(
   A schedule other than ``constant`` multiplies every update (the
   decoupled decay included) by ``lr_multiplier(schedule, total_steps)``.
   For ``adamw``, ``decay`` is Adam's ``b2`` and ``eps`` its epsilon.
+
+  Args:
+    name: one of ``OPTIMIZERS``: ``rmsprop`` (``rmsprop_decoupled``),
+      ``torch_rmsprop`` or ``adamw``.
+    learning_rate: the default learning rate.
+    weight_decay: the default weight decay (coupled L2 for
+      ``torch_rmsprop``).
+    decay: the squared-gradient smoothing (``rho``, ``alpha`` or ``b2``).
+    eps: the optimizer's epsilon.
+    accumulate: step with the running gradient sum; ``torch_rmsprop`` only.
+    schedule: ``constant`` or ``cosine`` (``lr_multiplier``).
+    total_steps: the run's number of updates, for the schedule.
+
+  Returns:
+    The optax transformation.
+
+  Raises:
+    ValueError: ``name`` is unknown, ``accumulate`` is asked of an
+      optimizer other than ``torch_rmsprop``, or ``schedule`` is unknown.
   """
   if name == "rmsprop":
     if accumulate:
@@ -221,12 +253,23 @@ def make_optimizer(
 
 def init_member_state(
   optimizer: optax.GradientTransformation,
-  params,
+  params: optax.Params,
   *,
   learning_rate: jax.Array,
   weight_decay: jax.Array,
-):
-  """Optimizer state of one member, with that member's hyper-parameters."""
+) -> optax.OptState:
+  """Optimizer state of one member, with that member's hyper-parameters.
+
+  Args:
+    optimizer: from ``make_optimizer``.
+    params: the member's parameters.
+    learning_rate: the member's learning rate; may be traced.
+    weight_decay: the member's weight decay; may be traced.
+
+  Returns:
+    ``optimizer.init(params)`` with the injected ``learning_rate`` and
+    ``weight_decay`` replaced by the member's, as float32 arrays.
+  """
   state = optimizer.init(params)
   # A scheduled optimizer is a chain whose first state is the injected one.
   scheduled = isinstance(state, tuple) and not hasattr(state, "hyperparams")

@@ -35,6 +35,12 @@ def torch_linear_init(fan_in: int) -> nnx.Initializer:
 
   PyTorch draws both the weight (Kaiming uniform with ``a = sqrt(5)``, which
   reduces to this bound) and the bias from this distribution.
+
+  Args:
+    fan_in: the layer's number of inputs.
+
+  Returns:
+    An initialiser ``init(key, shape, dtype=float32)``.
   """
   bound = 1.0 / fan_in**0.5
 
@@ -63,7 +69,17 @@ def _linear(n_in: int, n_out: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
 
 
 def code_index(hidden_sizes: Sequence[int]) -> int:
-  """Index of the code layer among the hidden layers: the middle one."""
+  """Index of the code layer among the hidden layers: the middle one.
+
+  ``c = floor((L - 1) / 2)`` for ``L`` hidden layers, so an even count
+  takes the first of its two middle layers.
+
+  Args:
+    hidden_sizes: the widths of the hidden layers.
+
+  Returns:
+    ``c``.
+  """
   return (len(hidden_sizes) - 1) // 2
 
 
@@ -72,6 +88,12 @@ def can_tie(hidden_sizes: Sequence[int]) -> bool:
 
   True when the hidden sizes read the same backwards (``(500,)``,
   ``(20, 10, 20)``), so each decoder layer mirrors an encoder layer.
+
+  Args:
+    hidden_sizes: the widths of the hidden layers.
+
+  Returns:
+    Whether their count is odd and they form a palindrome.
   """
   sizes = tuple(hidden_sizes)
   return len(sizes) % 2 == 1 and sizes == sizes[::-1]
@@ -85,6 +107,21 @@ class Autoencoder(nnx.Module):
   applies ``output_activation`` (identity by default, so reconstructions
   are real-valued ratings). The encoder ends at the code layer
   ``hidden_sizes[code_index(hidden_sizes)]``.
+
+  Args:
+    n_inputs: width of a row, the input and output.
+    hidden_sizes: widths of the hidden layers, at least one.
+    activation: name in ``ACTIVATIONS`` of every hidden layer's function.
+    output_activation: name in ``ACTIVATIONS`` of the output's function.
+    tied: decoder layers use the transposed encoder kernels (and own
+      biases); needs ``can_tie(hidden_sizes)``.
+    init: one of ``INITS``: flax's default, Glorot uniform kernels, or
+      PyTorch's ``nn.Linear`` initialisation.
+    rngs: the ``params`` stream draws every weight.
+
+  Raises:
+    ValueError: no hidden layer, an unknown activation or init, or tied
+      weights with hidden sizes that are not mirrored.
   """
 
   def __init__(
@@ -138,7 +175,17 @@ class Autoencoder(nnx.Module):
 
     With ``k`` the code layer keeps the units whose pre-activations rank
     among the ``k`` largest of the row and zeroes the rest, after the
-    activation (Makhzani and Frey, 2013).
+    activation (Makhzani and Frey, 2013, "k-Sparse Autoencoders"):
+    ``h = f(z) * 1[rank(z) < k]`` with ``z`` the code's pre-activation; the
+    mask passes no gradient, so only the kept units learn from a row.
+
+    Args:
+      inputs: ``(..., n_inputs)`` rows.
+      k: units to keep in the code layer, a scalar that may be traced;
+        None keeps every unit.
+
+    Returns:
+      ``(..., code_width)`` codes.
     """
     act = ACTIVATIONS[self.activation]
     hidden = inputs
@@ -153,7 +200,18 @@ class Autoencoder(nnx.Module):
     return hidden
 
   def decode(self, code: jax.Array) -> jax.Array:
-    """Reconstructs full rows from codes."""
+    """Reconstructs full rows from codes.
+
+    ``h_l = f(h_{l-1} W_l + b_l)`` through the decoder layers, with the
+    output activation on the last (``W_l`` the mirrored encoder kernel,
+    transposed, when tied).
+
+    Args:
+      code: ``(..., code_width)`` codes.
+
+    Returns:
+      ``(..., n_inputs)`` reconstructions.
+    """
     act = ACTIVATIONS[self.activation]
     out_act = ACTIVATIONS[self.output_activation]
     layers = self._decoder_layers()
@@ -183,11 +241,26 @@ class Autoencoder(nnx.Module):
   def __call__(
     self, inputs: jax.Array, *, k: jax.Array | int | None = None
   ) -> tuple[jax.Array, jax.Array]:
-    """Returns ``(reconstruction, code)`` for a batch of rows."""
+    """Returns ``(reconstruction, code)`` for a batch of rows.
+
+    Args:
+      inputs: ``(..., n_inputs)`` rows.
+      k: units kept in the code layer (see ``encode``); None keeps all.
+
+    Returns:
+      ``decode(code)`` and ``code = encode(inputs, k=k)``.
+    """
     code = self.encode(inputs, k=k)
     return self.decode(code), code
 
 
-def count_parameters(params) -> int:
-  """Number of scalars in a parameter tree (of one member)."""
+def count_parameters(params: nnx.State) -> int:
+  """Number of scalars in a parameter tree (of one member).
+
+  Args:
+    params: the parameters, e.g. ``nnx.split(model, nnx.Param)[1]``.
+
+  Returns:
+    The sum of the leaves' sizes.
+  """
   return sum(int(leaf.size) for leaf in jax.tree.leaves(params))

@@ -57,18 +57,44 @@ class RBM(nnx.Module):
     self.hidden_bias = nnx.Param(jnp.zeros((n_hidden,), jnp.float32))
 
   def hidden_probabilities(self, visible: jax.Array) -> jax.Array:
-    """``p(h = 1 | v) = sigmoid(v W + c)`` for a batch of rows."""
+    """``p(h = 1 | v) = sigmoid(v W + c)`` for a batch of rows.
+
+    Args:
+      visible: ``(..., n_visible)`` visible values, 0 where absent.
+
+    Returns:
+      ``(..., n_hidden)`` probabilities.
+    """
     return jax.nn.sigmoid(self._hidden_input(visible))
 
   def visible_mean(self, hidden: jax.Array) -> jax.Array:
-    """``E[v | h]``: ``b + h W^T`` (Gaussian) or its sigmoid (binary)."""
+    """``E[v | h]``: ``b + h W^T`` (Gaussian) or its sigmoid (binary).
+
+    Args:
+      hidden: ``(..., n_hidden)`` hidden states or probabilities.
+
+    Returns:
+      ``(..., n_visible)`` means of every visible unit.
+    """
     pre = hidden @ self.weights[...].T + self._row(
       self.visible_bias[...], hidden
     )
     return pre if self.gaussian_visible else jax.nn.sigmoid(pre)
 
   def free_energy(self, visible: jax.Array, mask: jax.Array) -> jax.Array:
-    """``F(v)`` of each row over its present units (``mask``)."""
+    """``F(v)`` of each row over its present units (``mask``).
+
+    ``F(v) = |m (v - b)|^2 / 2 - sum_j softplus(c_j + (m v) W_j)``
+    (Gaussian) or ``-(m v).b - sum_j softplus(c_j + (m v) W_j)`` (binary),
+    with ``m`` the mask: absent units drop out of the energy.
+
+    Args:
+      visible: ``(..., n_visible)`` visible values; any value where absent.
+      mask: where a visible unit is present.
+
+    Returns:
+      ``(...,)`` free energies.
+    """
     present = mask.astype(visible.dtype)
     visible = visible * present
     bias = self._row(self.visible_bias[...], visible)
