@@ -28,15 +28,34 @@ class DeviceRows(NamedTuple):
 
   @classmethod
   def host(cls, rows: Rows) -> DeviceRows:
-    """The arrays to copy, still on the host (numpy)."""
+    """The arrays to copy, still on the host (numpy).
+
+    Args:
+      rows: the host rows.
+
+    Returns:
+      ``rows``' CSR arrays; with no entry at all, ``columns`` and
+      ``values`` hold one zero so that gathers have a target.
+    """
     # An empty data set still needs one entry so that gathers have a target.
     columns = rows.columns if rows.nnz else np.zeros(1, np.int32)
     values = rows.values if rows.nnz else np.zeros(1, np.float32)
     return cls(rows.indptr, columns, values)
 
   @classmethod
-  def put(cls, rows: Rows, sharding=None) -> DeviceRows:
-    """Copies host rows to the device (replicated under ``sharding``)."""
+  def put(
+    cls, rows: Rows, sharding: jax.sharding.Sharding | None = None
+  ) -> DeviceRows:
+    """Copies host rows to the device (replicated under ``sharding``).
+
+    Args:
+      rows: the host rows.
+      sharding: where to place each array, whole; None places it on the
+        default device.
+
+    Returns:
+      The arrays of ``host(rows)``, on the device.
+    """
     return cls(*(jax.device_put(a, sharding) for a in cls.host(rows)))
 
 
@@ -110,6 +129,9 @@ def epoch_row_order(
 
   Returns:
     int32 row indices.
+
+  Raises:
+    ValueError: ``row_ids`` does not hold ``n_rows`` rows.
   """
   if row_ids is not None and len(row_ids) != n_rows:
     raise ValueError(f"row_ids holds {len(row_ids)} rows, not {n_rows}")
@@ -125,7 +147,18 @@ def epoch_row_order(
 
 
 def fixed_row_order(rows: np.ndarray, batch_size: int) -> np.ndarray:
-  """Host version for evaluation: the given rows in batches, ``-1`` padded."""
+  """Host version for evaluation: the given rows in batches, ``-1`` padded.
+
+  The rows keep their order; ``n_batches = max(ceil(n / batch_size), 1)``,
+  so even no row gives one batch, of padding only.
+
+  Args:
+    rows: the ``n`` row indices to visit.
+    batch_size: rows per batch.
+
+  Returns:
+    ``(n_batches, batch_size)`` int32 row indices.
+  """
   n_batches = max(-(-len(rows) // batch_size), 1)
   padded = np.full(n_batches * batch_size, -1, np.int32)
   padded[: len(rows)] = rows

@@ -66,7 +66,15 @@ class PretrainingDivergedError(FloatingPointError):
 def encoder_pairs(
   n_columns: int, hidden_sizes: Sequence[int]
 ) -> list[tuple[int, int]]:
-  """``(n_in, n_out)`` of each encoder layer, input side first."""
+  """``(n_in, n_out)`` of each encoder layer, input side first.
+
+  Args:
+    n_columns: width of a row.
+    hidden_sizes: widths of the network's hidden layers.
+
+  Returns:
+    One pair per layer up to and including the code layer.
+  """
   sizes = (n_columns, *hidden_sizes)
   n_encoder = autoencoder.code_index(hidden_sizes) + 1
   return [(sizes[i], sizes[i + 1]) for i in range(n_encoder)]
@@ -83,6 +91,15 @@ def encode_below(
   With no layer below, the rows themselves. Otherwise every unit of a row
   that holds a rating is present (the codes are dense) and padding rows
   stay absent.
+
+  Args:
+    below: ``(kernel, bias)`` of each pretrained layer, input side first.
+    values: ``(batch, n_columns)`` ratings, 0 where unobserved.
+    mask: where ``values`` holds a rating.
+    activation: name in ``autoencoder.ACTIVATIONS`` of ``f``.
+
+  Returns:
+    The next layer's ``(values, mask)``.
   """
   if not below:
     return values, mask
@@ -107,6 +124,15 @@ def make_layer_epoch(
   densified and passed through the frozen layers ``below`` (one ``(kernel,
   bias)`` pair per layer, each with the member axis) before the layer's
   step.
+
+  Args:
+    trainer: how the layer is trained (its step and state).
+    rows: the host training rows, which fix the batch capacity.
+    config: the run's configuration.
+
+  Returns:
+    The jitted ``epoch``; it donates ``states`` and returns the members'
+    ``StepMetrics`` summed over the epoch.
   """
   visited = np.flatnonzero(rows.lengths > 0).astype(np.int32)
   batch_size, n_columns = config.batch_size, rows.n_columns
@@ -161,6 +187,9 @@ def assemble(
 
   Returns:
     New parameters of the same structure.
+
+  Raises:
+    ValueError: a pretrained layer's shapes do not fit the network.
   """
   pure = nnx.to_pure_dict(params)
   last = len(layers) - 1
@@ -188,7 +217,20 @@ def restart_from(
   params: nnx.State,
   members: Sequence[dict[str, float]],
 ) -> train.TrainState:
-  """``states`` with new parameters and a fresh optimizer state for them."""
+  """``states`` with new parameters and a fresh optimizer state for them.
+
+  The step count and the noise and shuffle keys of ``states`` are kept.
+
+  Args:
+    program: the run's program.
+    states: the members' states, member axis leading.
+    params: the new parameters, member axis leading.
+    members: each member's settings (learning rate and weight decay).
+
+  Returns:
+    ``states`` with ``params`` and an optimizer state from
+    ``optim.init_member_state``.
+  """
   column = lambda name: jnp.asarray([m[name] for m in members], jnp.float32)
 
   def one(params, learning_rate, weight_decay):
@@ -208,7 +250,15 @@ def restart_from(
 def layer_keys(seed: jax.Array | int, layer: int) -> jax.Array:
   """``[init_key, noise_key, shuffle_key]`` of one member's layer.
 
-  ``seed`` may be traced, so the keys are made inside the jitted init.
+  ``seed`` may be traced, so the keys are made inside the jitted init:
+  ``split(fold_in(fold_in(key(seed), PRETRAIN_STREAM), layer), 3)``.
+
+  Args:
+    seed: the member's seed.
+    layer: the 0-based layer index.
+
+  Returns:
+    A ``(3,)`` array of keys.
   """
   root = jax.random.fold_in(jax.random.key(seed), PRETRAIN_STREAM)
   return jax.random.split(jax.random.fold_in(root, layer), 3)
