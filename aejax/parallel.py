@@ -43,6 +43,12 @@ def parse_mesh_shape(text: str) -> dict[str, int]:
   An axis left out has size 1; one axis may be ``-1`` to take every device
   the other leaves (``"data:-1"`` is pure data parallelism).
 
+  Args:
+    text: comma-separated ``name:size`` parts, names from ``AXES``.
+
+  Returns:
+    The size of every axis of ``AXES``, in that order.
+
   Raises:
     ValueError: an unknown axis, a repeated axis, or a size that is not a
       positive integer (or -1), named in the message.
@@ -111,7 +117,17 @@ def make_mesh(
 
 
 def mesh_from_flag(text: str) -> Mesh | None:
-  """The mesh a ``--mesh`` flag asks for; ``None`` for ``""`` (one device)."""
+  """The mesh a ``--mesh`` flag asks for; ``None`` for ``""`` (one device).
+
+  Args:
+    text: the flag's value (see ``parse_mesh_shape``).
+
+  Returns:
+    ``make_mesh`` of the parsed sizes, or None for blank text.
+
+  Raises:
+    ValueError: from ``parse_mesh_shape`` or ``make_mesh``.
+  """
   if not text.strip():
     return None
   shape = parse_mesh_shape(text)
@@ -119,7 +135,14 @@ def mesh_from_flag(text: str) -> Mesh | None:
 
 
 def describe(mesh: Mesh | None) -> str:
-  """``"members:2 x data:4"``, or ``"one device"`` without a mesh."""
+  """``"members:2 x data:4"``, or ``"one device"`` without a mesh.
+
+  Args:
+    mesh: the mesh, or None.
+
+  Returns:
+    The sizes of the mesh's axes, for logs and results.
+  """
   if mesh is None:
     return "one device"
   return " x ".join(f"{name}:{mesh.shape[name]}" for name in AXES)
@@ -156,12 +179,26 @@ def check_layout(
 
 
 def member_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (member) axis split over ``members``, replicated over ``data``."""
+  """Leading (member) axis split over ``members``, replicated over ``data``.
+
+  Args:
+    mesh: a mesh from ``make_mesh``.
+
+  Returns:
+    ``NamedSharding(mesh, PartitionSpec("members"))``.
+  """
   return NamedSharding(mesh, PartitionSpec(MEMBERS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  """A full copy on every device of the mesh."""
+  """A full copy on every device of the mesh.
+
+  Args:
+    mesh: a mesh from ``make_mesh``.
+
+  Returns:
+    ``NamedSharding(mesh, PartitionSpec())``.
+  """
   return NamedSharding(mesh, PartitionSpec())
 
 
@@ -251,6 +288,13 @@ def initialize_distributed(
   the cluster's own variables (Cloud TPU, SLURM, Open MPI, Kubernetes).
   Must run before anything else touches a device.
 
+  Args:
+    coordinator_address: ``host:port`` of process 0's coordinator.
+    num_processes: the number of processes of the run.
+    process_id: this process's index, from 0.
+    from_environment: with none of the three given, let JAX read the
+      settings from the environment; otherwise ignored.
+
   Returns:
     Whether ``jax.distributed.initialize`` was called.
 
@@ -285,7 +329,15 @@ def initialize_distributed(
 
 
 def put_rows(rows: Rows, mesh: Mesh) -> batching.DeviceRows:
-  """CSR rows replicated on every device of ``mesh`` (see ``put``)."""
+  """CSR rows replicated on every device of ``mesh`` (see ``put``).
+
+  Args:
+    rows: the host rows.
+    mesh: the mesh.
+
+  Returns:
+    ``DeviceRows`` whose arrays are whole on every device.
+  """
   # TODO: every device holds all rows (160 MB at ML-20M), since any row may
   # fall in any device's share of a shuffled batch - split the CSR over the
   # data axis, regrouped by each epoch's order, once it outgrows a device.
