@@ -87,7 +87,17 @@ class LayerTrainer:
 
 
 def column_means(rows: Rows) -> np.ndarray:
-  """Mean rating of each column; the overall mean for unrated columns."""
+  """Mean rating of each column; the overall mean for unrated columns.
+
+  ``mean_c = sum_{r in c} x_rc / n_c`` where ``n_c > 0``, else the mean of
+  every rating (0 without any).
+
+  Args:
+    rows: the host training rows.
+
+  Returns:
+    ``(n_columns,)`` float32 means.
+  """
   counts = np.bincount(rows.columns, minlength=rows.n_columns)
   sums = np.bincount(rows.columns, rows.values, minlength=rows.n_columns)
   overall = rows.values.mean() if rows.nnz else 0.0
@@ -111,6 +121,17 @@ def denoising_trainer(
   bias starts at ``output_bias`` when given (as the network's would). It
   learns at the constant ``pretrain_learning_rate``, whatever the run's
   schedule.
+
+  Args:
+    program: the run's program (its config sets the layer's).
+    layer: the 0-based index of the encoder layer.
+    n_in: the layer's input width.
+    n_out: the layer's output width.
+    output_bias: ``(n_in,)`` initial output bias, or None to keep the
+      initialiser's.
+
+  Returns:
+    The layer's ``LayerTrainer``.
   """
   config = program.config
   layer_config = dataclasses.replace(
@@ -192,7 +213,18 @@ def rbm_trainer(
   Layer 0 has Gaussian visible units on the ratings, starting from the
   biases ``visible_bias``; the layers above have binary visible units
   (see the module docstring). The CD-1 estimate of
-  ``rbm.contrastive_divergence`` is followed by the run's optimizer.
+  ``rbm.contrastive_divergence`` is followed by the run's optimizer, at the
+  constant ``pretrain_learning_rate`` (Hinton and Salakhutdinov, 2006).
+
+  Args:
+    program: the run's program (its config sets the optimizer).
+    layer: the 0-based index of the encoder layer; 0 is Gaussian.
+    n_in: visible units.
+    n_out: hidden units.
+    visible_bias: ``(n_in,)`` initial visible biases, or None for zeros.
+
+  Returns:
+    The layer's ``LayerTrainer``.
   """
   config = program.config
   gaussian = layer == 0

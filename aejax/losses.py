@@ -40,6 +40,13 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
 
   The division itself is guarded (the denominator is replaced by 1 before
   dividing), so neither the value nor its gradient is ever NaN.
+
+  Args:
+    numerator: the dividend.
+    denominator: the divisor, broadcastable with ``numerator``.
+
+  Returns:
+    The quotient, 0 where ``denominator == 0``.
   """
   nonzero = denominator != 0
   return jnp.where(
@@ -68,6 +75,9 @@ def reduce_squared_error(
 
   Returns:
     The scalar loss.
+
+  Raises:
+    ValueError: ``normalization`` is not one of the three.
   """
   if normalization == "observed":
     return safe_divide(errors.sum(), mask.sum(dtype=errors.dtype))
