@@ -145,8 +145,20 @@ def _figures(totals: metrics.ErrorSums, prefix: str) -> dict:
 
 
 def initial_output_bias(config: Config, rows: Rows) -> np.ndarray | None:
-  """Each column's mean training rating (the global mean where a column has
-  none), when ``config.output_bias`` asks for it; else None."""
+  """The output bias a run starts from: column means, or None.
+
+  Each column's mean training rating (the global mean where a column has
+  none, ``layer_trainers.column_means``) unless ``config.output_bias`` is
+  ``zeros``.
+
+  Args:
+    config: the run's configuration.
+    rows: the host training rows.
+
+  Returns:
+    ``(n_columns,)`` float32 means, or None to keep the initialiser's
+    bias.
+  """
   if config.output_bias == "zeros":
     return None
   return layer_trainers.column_means(rows)
@@ -801,15 +813,30 @@ def summarize_run(
   stopping: selection.EarlyStopping,
   final: dict[str, Any],
 ) -> dict[str, Any]:
-  """``results.json``: identification, mean figures, each member's, each
+  """The content of ``results.json``, from a finished run's figures.
+
+  It holds the run's identification, mean figures, each member's, each
   ensemble's and each baseline's, and the predictor that validation
   selects (``selected``: the ensemble, or without ensembles the member,
-  with the lowest validation RMSE; its figures also as ``selected_*``).
+  with the lowest validation RMSE; its figures also as ``selected_*``;
+  without validation ratings the last one, with ``on_validation`` False).
 
   A member's training figures are those of its selected epoch; its
   validation and test figures are scored after training with its selected
   parameters. Top-level figures are means over members (``_std``: their
   sample standard deviation).
+
+  Args:
+    config: the run's configuration.
+    data: the run's splits (their names).
+    members: each member's settings.
+    records: the run's per-epoch records, epoch 1 first.
+    stopping: each member's best epoch.
+    final: the held-out ``figures`` (one entry per predictor: members,
+      then ensembles), ``ranking`` and ``baselines`` scored after training.
+
+  Returns:
+    The results, ready for ``report.write_json``.
   """
   n_members = len(members)
   per_member = []
