@@ -81,9 +81,23 @@ class FinishedRun:
   ) -> FinishedRun:
     """Loads the run in ``workdir`` (trained with ``data_dir``, if any).
 
+    The data split is rebuilt from ``config.json`` (its ratings read
+    through ``movielens.load``) and the members' parameters from
+    ``selected.npz``.
+
+    Args:
+      workdir: the run's folder.
+      data_dir: where the run's rating files are cached; None for the
+        default cache.
+
+    Returns:
+      The ``FinishedRun``.
+
     Raises:
-      FileNotFoundError: a file of the run is missing.
-      ValueError: the files do not describe a finished run.
+      FileNotFoundError: the run has no ``selected.npz``.
+      ValueError: the files do not describe a finished run; a
+        ``config.json`` or ``results.json`` that is missing or unreadable
+        raises ``aejax.errors.DataError``, a ``ValueError``.
     """
     workdir = pathlib.Path(workdir)
     config = variants.Config.from_json(
@@ -121,9 +135,19 @@ class FinishedRun:
   def predict_rows(
     self, rows: np.ndarray, clip: bool | None = None
   ) -> np.ndarray:
-    """``(len(rows), n_columns)`` predictions of the chosen predictor for
-    the given rows (users or items, as the run's rows are); ``clip``
-    overrides the config's clipping."""
+    """Predictions of the chosen predictor for the given rows.
+
+    ``r_hat = sum_{m in chosen} r_hat_m / |chosen|``: the chosen members'
+    mean prediction, each member fed the row's training ratings
+    (``evaluation.predict``).
+
+    Args:
+      rows: indices of users or items, as the run's rows are.
+      clip: overrides the config's clipping unless None.
+
+    Returns:
+      ``(len(rows), n_columns)`` predicted ratings.
+    """
     rows = np.asarray(rows, np.int32)
     batch = max(min(self.config.eval_batch_size, len(rows)), 1)
     order = batching.fixed_row_order(rows, batch)
@@ -144,6 +168,13 @@ class FinishedRun:
     return np.asarray(out)[0, : len(rows)]
 
   def predict_matrix(self, clip: bool | None = None) -> np.ndarray:
-    """``(n_users, n_items)`` predictions of the chosen predictor."""
+    """``(n_users, n_items)`` predictions of the chosen predictor.
+
+    Args:
+      clip: overrides the config's clipping unless None.
+
+    Returns:
+      ``predict_rows`` of every row, transposed for item rows.
+    """
     matrix = self.predict_rows(np.arange(self.rows.n_rows), clip)
     return matrix.T if self.config.orientation == "item" else matrix
