@@ -116,6 +116,17 @@ def data_fingerprint(data: SplitData) -> str:
   """SHA-256 of the ratings of every split and of the data's identity.
 
   Two runs whose fingerprints agree read the same rows in the same order.
+
+  The digest covers ``name/split`` and, for train, validation and test in
+  turn, ``n_users``, ``n_items``, the number of ratings and the int32
+  users, int32 items and float32 values
+  (``none`` for a missing validation split).
+
+  Args:
+    data: the run's splits.
+
+  Returns:
+    The hex digest.
   """
   digest = hashlib.sha256()
   digest.update(f"{data.name}/{data.split}".encode())
@@ -189,6 +200,9 @@ def restore(workdir: os.PathLike | str, epoch: int, like: Any) -> Any:
 
   Returns:
     The state, shaped, typed and placed like ``like``.
+
+  Raises:
+    ResumeError: the checkpoint cannot be read.
   """
   return restore_checkpoint(workdir, epoch, like).state
 
@@ -196,7 +210,19 @@ def restore(workdir: os.PathLike | str, epoch: int, like: Any) -> Any:
 def restore_checkpoint(
   workdir: os.PathLike | str, epoch: int, like: Any
 ) -> checkpoint.Restored:
-  """As ``restore``, with the metrics and information saved beside it."""
+  """As ``restore``, with the metrics and information saved beside it.
+
+  Args:
+    workdir: the run's folder.
+    epoch: the checkpoint's epoch (from ``start_epoch``).
+    like: the freshly initialised state, the template of the restored one.
+
+  Returns:
+    The restored state, metrics and information.
+
+  Raises:
+    ResumeError: the checkpoint cannot be read.
+  """
   directory = pathlib.Path(workdir) / "checkpoints"
   with (
     checkpoint.Checkpoints(directory) as checkpoints,
@@ -222,5 +248,16 @@ def _unreadable(directory: pathlib.Path, epoch: int):
 
 
 def checkpoint_due(epoch: int, config: Config) -> bool:
-  """Whether the state after ``epoch`` (1-based) is saved."""
+  """Whether the state after ``epoch`` (1-based) is saved.
+
+  Every ``config.checkpoint_every`` epochs, and after the last.
+
+  Args:
+    epoch: the 1-based epoch just trained.
+    config: the run's configuration.
+
+  Returns:
+    True when ``epoch`` is a multiple of ``checkpoint_every`` or equals
+    ``config.epochs``.
+  """
   return epoch % config.checkpoint_every == 0 or epoch == config.epochs
