@@ -222,15 +222,28 @@ class Checkpoints:
     )
 
   def epochs(self) -> list[int]:
-    """The epochs of the checkpoints on disk, oldest first."""
+    """The epochs of the checkpoints on disk, oldest first.
+
+    Returns:
+      The sorted epochs; empty when there is no checkpoint.
+    """
     return sorted(self._manager.all_steps())
 
   def latest_epoch(self) -> int | None:
-    """The newest checkpoint's epoch, or None when there is none."""
+    """The newest checkpoint's epoch, or None when there is none.
+
+    Returns:
+      The latest epoch, or None.
+    """
     return self._manager.latest_step()
 
   def best_epoch(self) -> int | None:
-    """The epoch of the best-ranked checkpoint, or None when none ranks."""
+    """The epoch of the best-ranked checkpoint, or None when none ranks.
+
+    Returns:
+      The epoch whose saved ``best_metric`` ranks best, or None when no
+      checkpoint on disk holds a finite one.
+    """
     step = self._manager.best_step()
     if step is None or _BEST not in (self._manager.metrics(step) or {}):
       return None
@@ -280,6 +293,12 @@ class Checkpoints:
 
     Reads no arrays: a cheap check before anything is built or compiled.
 
+    Args:
+      epoch: a checkpoint's epoch (see ``epochs``).
+
+    Returns:
+      The ``info`` given to ``save``; empty when none was.
+
     Raises:
       FileNotFoundError: no checkpoint of ``epoch``.
     """
@@ -293,12 +312,26 @@ class Checkpoints:
     return restored[_META].get("info", {})
 
   def restore_latest(self, like: Any) -> Restored | None:
-    """The newest checkpoint (see ``restore``), or None when there is none."""
+    """The newest checkpoint (see ``restore``), or None when there is none.
+
+    Args:
+      like: the template of the restored state (see ``restore``).
+
+    Returns:
+      The restored checkpoint of ``latest_epoch``, or None.
+    """
     epoch = self.latest_epoch()
     return None if epoch is None else self.restore(epoch, like)
 
   def restore_best(self, like: Any) -> Restored | None:
-    """The best-ranked checkpoint (see ``restore``), or None."""
+    """The best-ranked checkpoint (see ``restore``), or None.
+
+    Args:
+      like: the template of the restored state (see ``restore``).
+
+    Returns:
+      The restored checkpoint of ``best_epoch``, or None.
+    """
     epoch = self.best_epoch()
     return None if epoch is None else self.restore(epoch, like)
 
@@ -313,5 +346,5 @@ class Checkpoints:
   def __enter__(self) -> Checkpoints:
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, *exc: object) -> None:
     self.close()

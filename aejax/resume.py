@@ -119,8 +119,8 @@ def data_fingerprint(data: SplitData) -> str:
 
   The digest covers ``name/split`` and, for train, validation and test in
   turn, ``n_users``, ``n_items``, the number of ratings and the int32
-  users, int32 items and float32 values
-  (``none`` for a missing validation split).
+  users, int32 items and float32 values (``none`` for a missing validation
+  split).
 
   Args:
     data: the run's splits.
