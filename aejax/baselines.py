@@ -40,7 +40,17 @@ class Biases(NamedTuple):
   item: np.ndarray
 
   def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Predictions for parallel arrays of user and item indices."""
+    """Predictions for parallel arrays of user and item indices.
+
+    ``r_hat_ui = mu + b_u + b_i`` for each pair.
+
+    Args:
+      users: user indices.
+      items: item indices, one per user index.
+
+    Returns:
+      float32 predictions, one per pair.
+    """
     return (self.mean + self.user[users] + self.item[items]).astype(np.float32)
 
 
@@ -104,6 +114,9 @@ def fit_baseline(name: str, ratings: Ratings, regularization: float) -> Biases:
 
   Returns:
     The baseline as ``Biases``.
+
+  Raises:
+    ValueError: ``name`` is not one of ``BASELINES``.
   """
   mean = ratings.mean()
   values = ratings.values.astype(np.float64)
