@@ -170,12 +170,24 @@ class Config:
   sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
   def to_json(self) -> dict[str, Any]:
-    """A JSON-ready dict of the fields."""
+    """A JSON-ready dict of the fields.
+
+    Returns:
+      Every field by name; tuples become lists.
+    """
     return json.loads(json.dumps(dataclasses.asdict(self)))
 
   @classmethod
   def from_json(cls, fields: Mapping[str, Any]) -> Config:
     """The config that ``to_json`` wrote, validated.
+
+    Args:
+      fields: the fields by name; one left out takes its default, and the
+        lists of ``hidden_sizes``, ``ranking_cutoffs`` and ``sweep``
+        become tuples.
+
+    Returns:
+      The validated ``Config``.
 
     Raises:
       ValueError: an unknown field or a bad value.
@@ -373,7 +385,17 @@ def _check(ok: bool, message: str) -> None:
 
 
 def validate(config: Config) -> Config:
-  """Checks every field; raises ValueError naming the first bad one."""
+  """Checks every field; raises ValueError naming the first bad one.
+
+  Args:
+    config: the configuration to check.
+
+  Returns:
+    ``config`` itself, unchanged.
+
+  Raises:
+    ValueError: the first field with a bad value, named with the value.
+  """
   c = config
   _check(
     c.variant in VARIANTS,
@@ -574,8 +596,16 @@ def _validate_member(c: Config, member: Mapping[str, float]) -> None:
 def members(config: Config) -> list[dict[str, float]]:
   """The members of a run: each swept setting crossed with each seed.
 
-  Returns one dict per member with its ``seed`` and every sweepable
-  hyper-parameter, in the order: swept settings outer, seeds inner.
+  Seeds run from ``config.seed`` to ``config.seed + seeds - 1`` within each
+  setting, so member ``i`` has setting ``i // seeds`` and seed
+  ``config.seed + i % seeds``.
+
+  Args:
+    config: the run's configuration (``sweep``, ``seeds``, ``seed``).
+
+  Returns:
+    One dict per member with its ``seed`` and every sweepable
+    hyper-parameter, in the order: swept settings outer, seeds inner.
   """
   names = [name for name, _ in config.sweep]
   grids = [values for _, values in config.sweep]
@@ -591,6 +621,14 @@ def members(config: Config) -> list[dict[str, float]]:
 
 def get_config(variant: str, **overrides: Any) -> Config:
   """The variant's defaults with ``overrides`` applied, validated.
+
+  Args:
+    variant: a name in ``VARIANTS``.
+    **overrides: fields to change; the lists of ``hidden_sizes``,
+      ``ranking_cutoffs`` and ``sweep`` become tuples.
+
+  Returns:
+    The validated ``Config``.
 
   Raises:
     ValueError: an unknown variant or field, or a bad value.
