@@ -25,6 +25,9 @@ class Ratings:
     values: float32 ratings.
     n_users: number of users of the data set (train and test together).
     n_items: number of items of the data set.
+
+  Raises:
+    ValueError: on construction, when the three arrays differ in length.
   """
 
   users: np.ndarray
@@ -33,7 +36,7 @@ class Ratings:
   n_users: int
   n_items: int
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     n = len(self.values)
     if len(self.users) != n or len(self.items) != n:
       raise ValueError(
@@ -45,7 +48,15 @@ class Ratings:
     return len(self.values)
 
   def subset(self, index: np.ndarray) -> Ratings:
-    """The ratings at ``index`` (an index or boolean array)."""
+    """The ratings at ``index`` (an index or boolean array).
+
+    Args:
+      index: integer positions or a boolean mask over the ratings.
+
+    Returns:
+      The selected ratings, of the same data set (``n_users``,
+      ``n_items``).
+    """
     return dataclasses.replace(
       self,
       users=self.users[index],
@@ -54,12 +65,24 @@ class Ratings:
     )
 
   def mean(self) -> float:
-    """Mean rating, or 0 when there are no ratings."""
+    """Mean rating, or 0 when there are no ratings.
+
+    Returns:
+      ``mean(values)`` as a Python float, or 0.0.
+    """
     return float(self.values.mean()) if len(self) else 0.0
 
 
 def concatenate(parts: Sequence[Ratings]) -> Ratings:
-  """Joins ratings of the same data set."""
+  """Joins ratings of the same data set.
+
+  Args:
+    parts: at least one ``Ratings``; the first one's ``n_users`` and
+      ``n_items`` are kept.
+
+  Returns:
+    The parts' ratings one after the other, in order.
+  """
   first = parts[0]
   return Ratings(
     users=np.concatenate([p.users for p in parts]),
@@ -88,10 +111,12 @@ class Rows:
 
   @property
   def n_rows(self) -> int:
+    """Number of rows (users or items), empty ones included."""
     return len(self.indptr) - 1
 
   @property
   def nnz(self) -> int:
+    """Number of observed entries over all rows."""
     return int(self.indptr[-1])
 
   @property
@@ -101,7 +126,22 @@ class Rows:
 
   @classmethod
   def from_ratings(cls, ratings: Ratings, orientation: str = "user") -> Rows:
-    """Builds rows of users (``"user"``) or of items (``"item"``)."""
+    """Builds rows of users (``"user"``) or of items (``"item"``).
+
+    Entries are sorted by row, then column.
+
+    Args:
+      ratings: the ratings.
+      orientation: ``"user"``: one row per user over ``n_items`` columns;
+        ``"item"``: one row per item over ``n_users`` columns.
+
+    Returns:
+      The CSR rows, one per user or item of the data set.
+
+    Raises:
+      ValueError: an unknown orientation, or more ratings than int32
+        offsets can count.
+    """
     if orientation == "user":
       row, col = ratings.users, ratings.items
       n_rows, n_columns = ratings.n_users, ratings.n_items
@@ -131,6 +171,13 @@ class Rows:
 
     A row index of -1 gives an empty row. The training loop does the same
     on the device (``aejax.batching``); this host version is its reference.
+
+    Args:
+      rows: row indices, -1 for an empty row.
+
+    Returns:
+      float32 ``values`` and bool ``mask``, each ``(len(rows),
+      n_columns)``.
     """
     rows = np.asarray(rows)
     values = np.zeros((len(rows), self.n_columns), np.float32)
@@ -148,6 +195,12 @@ class Rows:
 
     The sum of the ``batch_size`` longest rows: a fixed bound that lets
     every batch of a run share one shape, whatever the shuffle.
+
+    Args:
+      batch_size: rows per batch.
+
+    Returns:
+      The bound, at least 1.
     """
     lengths = np.sort(self.lengths)[::-1]
     return max(int(lengths[:batch_size].sum()), 1)
