@@ -50,6 +50,14 @@ class RawRatings:
     return len(self.values)
 
   def take(self, index: np.ndarray) -> RawRatings:
+    """The ratings at ``index``, in its order.
+
+    Args:
+      index: integer positions or a boolean mask over the ratings.
+
+    Returns:
+      The selected ratings, ids still raw.
+    """
     return RawRatings(
       self.user_ids[index],
       self.item_ids[index],
@@ -186,7 +194,14 @@ def _check_unique(path, users: np.ndarray, items: np.ndarray) -> None:
 
 
 def sort_by_user_item(raw: RawRatings) -> RawRatings:
-  """Orders ratings by user, then item, as the official split files are."""
+  """Orders ratings by user, then item, as the official split files are.
+
+  Args:
+    raw: the ratings.
+
+  Returns:
+    The same ratings sorted by raw user id, then raw item id (stable).
+  """
   return raw.take(np.lexsort((raw.item_ids, raw.user_ids)))
 
 
@@ -204,6 +219,10 @@ def official_split(raw: RawRatings, name: str) -> tuple[RawRatings, RawRatings]:
 
   Returns:
     ``(base, test)``.
+
+  Raises:
+    ValueError: an unknown split name, or a ``uN`` split of anything but
+      100,000 ratings.
   """
   n = len(raw)
   if name in ("u1", "u2", "u3", "u4", "u5"):
@@ -237,8 +256,20 @@ def random_split(
 ) -> tuple[RawRatings, RawRatings]:
   """A seeded random split of ratings: ``(train, test)``.
 
-  Each rating goes to test independently of the others through a seeded
-  permutation, so exactly ``round(test_fraction * n)`` ratings are held out.
+  A seeded permutation picks the held-out ratings, so exactly
+  ``round(test_fraction * n)`` ratings are held out and the same seed holds
+  out the same ones.
+
+  Args:
+    raw: the ratings.
+    test_fraction: the held-out share, in ``(0, 1)``.
+    seed: the seed of ``numpy.random.default_rng``.
+
+  Returns:
+    ``(train, test)``, each in the file order of ``raw``.
+
+  Raises:
+    ValueError: ``test_fraction`` is not in ``(0, 1)``.
   """
   if not 0.0 < test_fraction < 1.0:
     raise ValueError(f"test fraction must lie in (0, 1), not {test_fraction}")
@@ -251,7 +282,15 @@ def random_split(
 
 
 def format_lines(raw: RawRatings) -> bytes:
-  """Writes ratings back as ML-100k text (tab separated, LF line ends)."""
+  """The ratings as ML-100k text (tab separated, LF line ends).
+
+  Args:
+    raw: the ratings, in the order of the lines to write.
+
+  Returns:
+    ASCII ``user<TAB>item<TAB>rating<TAB>timestamp`` lines; a whole rating
+    shows without decimals.
+  """
   out = []
   for user, item, value, stamp in zip(
     raw.user_ids, raw.item_ids, raw.values, raw.timestamps, strict=True
@@ -269,12 +308,31 @@ class IdMap:
 
   @classmethod
   def from_ids(cls, *arrays: np.ndarray) -> IdMap:
+    """The map of every id found in any of ``arrays``.
+
+    Args:
+      *arrays: raw ids, e.g. the user ids of the training and test files.
+
+    Returns:
+      An ``IdMap`` over their sorted unique ids.
+    """
     return cls(np.unique(np.concatenate(arrays)))
 
   def __len__(self) -> int:
     return len(self.ids)
 
   def index(self, raw_ids: np.ndarray) -> np.ndarray:
+    """Dense indices of ``raw_ids``: each id's position in ``ids``.
+
+    Args:
+      raw_ids: ids that the map holds.
+
+    Returns:
+      int32 indices in ``[0, len(self))``.
+
+    Raises:
+      KeyError: an id is not in the map; the first such id is named.
+    """
     index = np.searchsorted(self.ids, raw_ids)
     found = index < len(self.ids)
     found[found] = self.ids[index[found]] == raw_ids[found]
@@ -285,7 +343,19 @@ class IdMap:
 
 
 def to_ratings(raw: RawRatings, users: IdMap, items: IdMap) -> Ratings:
-  """Remaps raw ids to dense indices."""
+  """Remaps raw ids to dense indices.
+
+  Args:
+    raw: the ratings.
+    users: the map of user ids.
+    items: the map of item ids.
+
+  Returns:
+    ``Ratings`` with ``n_users = len(users)`` and ``n_items = len(items)``.
+
+  Raises:
+    KeyError: an id of ``raw`` is not in its map.
+  """
   return Ratings(
     users=users.index(raw.user_ids),
     items=items.index(raw.item_ids),
@@ -384,10 +454,12 @@ class SplitData:
 
   @property
   def n_users(self) -> int:
+    """Number of users over train, validation and test together."""
     return len(self.user_ids)
 
   @property
   def n_items(self) -> int:
+    """Number of items over train, validation and test together."""
     return len(self.item_ids)
 
 
@@ -456,6 +528,13 @@ def load(
 
   Returns:
     The split, with dense ids built from train and test together.
+
+  Raises:
+    ValueError: an unknown data set or split, or a ``test_fraction``
+      outside ``(0, 1)`` for a ``random`` split.
+    DataError: ``data_dir`` is not a folder, or a rating or title file is
+      missing or cannot be parsed; the file and line are named.
+    sources.FetchError: no source gave verified files.
   """
   if dataset not in ("ml-100k", "ml-1m"):
     raise ValueError(f"unknown data set {dataset!r}; known: ml-100k, ml-1m")
