@@ -228,7 +228,11 @@ DATASETS = {spec.name: spec for spec in (ML_100K, ML_1M)}
 
 
 def cache_root() -> pathlib.Path:
-  """The cache folder: ``$AEJAX_DATA_DIR``, else ``~/.cache/aejax``."""
+  """The cache folder: ``$AEJAX_DATA_DIR``, else ``~/.cache/aejax``.
+
+  Returns:
+    The folder, ``~`` expanded; it may not exist yet.
+  """
   root = os.environ.get(_CACHE_ENV)
   if root:
     return pathlib.Path(root).expanduser()
@@ -236,7 +240,14 @@ def cache_root() -> pathlib.Path:
 
 
 def sha256_file(path: os.PathLike) -> str:
-  """Hex SHA-256 of a file's bytes."""
+  """Hex SHA-256 of a file's bytes.
+
+  Args:
+    path: the file, read in chunks.
+
+  Returns:
+    The lower-case hex digest.
+  """
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     while chunk := f.read(_CHUNK):
@@ -258,7 +269,16 @@ def _verify_digest(path: pathlib.Path, digest: str) -> str | None:
 
 
 def is_cached(spec: DatasetSpec, folder: pathlib.Path) -> bool:
-  """Whether every file of ``spec`` is in ``folder`` with its digest."""
+  """Whether every file of ``spec`` is in ``folder`` with its digest.
+
+  Args:
+    spec: the data set's files and their SHA-256 (a file without one only
+      has to exist).
+    folder: where the files should be.
+
+  Returns:
+    True when every file is there and matches.
+  """
   for file in spec.files:
     path = folder / file.name
     if not path.is_file():
@@ -530,7 +550,15 @@ def _is_zip_link(info: zipfile.ZipInfo) -> bool:
 
 
 def check_member_name(name: str) -> None:
-  """Raises FetchError for an absolute path or one that climbs out with ..."""
+  """Raises FetchError for an absolute path or one that climbs out with ...
+
+  Args:
+    name: an archive member's name, with ``/`` or ``\\`` separators.
+
+  Raises:
+    FetchError: the name is empty, holds a NUL, is absolute (a leading
+      separator or a drive letter), or climbs out of the target folder.
+  """
   normal = posixpath.normpath(name.replace("\\", "/"))
   if (
     not name
@@ -548,6 +576,13 @@ def check_link(name: str, target: str) -> None:
 
   ``target`` is read relative to the link's own folder, as a file system
   would resolve it after extraction.
+
+  Args:
+    name: the link's member name.
+    target: where the link points.
+
+  Raises:
+    FetchError: the target is absolute or resolves outside the archive.
   """
   unix_target = target.replace("\\", "/")
   if unix_target.startswith("/") or (len(target) > 1 and target[1] == ":"):
@@ -567,6 +602,13 @@ def normalise_text(data: bytes, header_lines: int = 0) -> bytes:
 
   The first ``header_lines`` lines are dropped. A final line without a line
   end gets one, so the digest does not depend on how the file ended.
+
+  Args:
+    data: the file's bytes.
+    header_lines: leading lines to drop.
+
+  Returns:
+    The normalised bytes.
   """
   data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
   if header_lines:
