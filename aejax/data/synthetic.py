@@ -61,7 +61,16 @@ class Shape:
     return self.max_per_user or max(self.n_items // 2, 1)
 
   def validate(self) -> Shape:
-    """Checks the fields; raises ValueError naming the first bad one."""
+    """Checks the fields; raises ValueError naming the first bad one.
+
+    Returns:
+      The shape itself, unchanged.
+
+    Raises:
+      ValueError: a count or rank that is not a positive integer, per-user
+        bounds out of order, a ``n_ratings`` that the users cannot hold, a
+        ``rating_step`` other than 0.5 or 1, or a negative spread.
+    """
     for name in ("n_users", "n_items", "n_ratings", "rank"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
@@ -107,6 +116,13 @@ def ml20m_like(n_ratings: int) -> Shape:
 
   Users are ``n_ratings / 144.4`` (ML-20M's ratings per user), so data sets
   of different sizes differ in their number of rows, not in their rows.
+
+  Args:
+    n_ratings: the ratings to generate.
+
+  Returns:
+    The ``ml-20m`` preset with ``max(round(n_ratings / 144.4), 1)`` users
+    and ``n_ratings`` ratings (not validated).
   """
   n_users = max(round(n_ratings / ML20M_RATINGS_PER_USER), 1)
   return dataclasses.replace(
@@ -118,8 +134,15 @@ def user_counts(shape: Shape, rng: np.random.Generator) -> np.ndarray:
   """Ratings of each user: ``min_per_user`` plus a log-normal share.
 
   ``n_u = m + extra_u`` with ``extra_u`` proportional to
-  ``w_u ~ LogNormal(0, sigma)``, capped at ``max_per_user``; the sum is
+  ``w_u ~ LogNormal(0, sigma)``, capped at ``shape.cap``; the sum is
   exactly ``n_ratings``.
+
+  Args:
+    shape: a validated shape.
+    rng: draws the weights ``w_u``.
+
+  Returns:
+    ``(n_users,)`` int64 counts.
   """
   weights = rng.lognormal(0.0, shape.activity_sigma, shape.n_users)
   counts = np.full(shape.n_users, shape.min_per_user, np.int64)
@@ -283,6 +306,16 @@ def split(
 ) -> SplitData:
   """A seeded random split holding out ``round(test_fraction * n)`` ratings.
 
+  Args:
+    ratings: the ratings to split.
+    test_fraction: the held-out share.
+    seed: the seed of ``numpy.random.default_rng``.
+    name: the data set's name.
+
+  Returns:
+    ``SplitData`` with raw ids ``1 .. n`` for dense indices ``0 .. n - 1``
+    and no validation set.
+
   Raises:
     ValueError: ``test_fraction`` outside (0, 1).
   """
@@ -309,6 +342,14 @@ def load(
   test_fraction: float = 0.1,
 ) -> SplitData:
   """Generates ``shape`` (or a preset's name) and splits it at random.
+
+  Args:
+    shape: a ``Shape``, or a name in ``PRESETS``.
+    seed: the seed of the ratings and of the split.
+    test_fraction: the held-out share.
+
+  Returns:
+    The split data set, named after its shape.
 
   Raises:
     ValueError: an unknown preset or a bad shape.
