@@ -15,6 +15,8 @@ import atexit
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -35,6 +37,26 @@ for _name, _value in (
   jax.config.update(_name, _value)
   # Inherited by the command-line processes that tests start.
   os.environ[_name.upper()] = str(_value)
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_module(
+  module: str, *flags: str, cache: os.PathLike
+) -> subprocess.CompletedProcess:
+  """Runs ``python -m module flags...`` from the repository root, as a user
+  would, with the data cache at ``cache`` and JAX on the CPU."""
+  env = dict(os.environ, AEJAX_DATA_DIR=str(cache), JAX_PLATFORMS="cpu")
+  return subprocess.run(
+    [sys.executable, "-m", module, *flags],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env=env,
+    timeout=300,
+    check=False,
+  )
 
 
 def write_ratings(path: os.PathLike, rows, separator: str = "\t") -> None:

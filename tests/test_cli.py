@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import write_ratings
+from conftest import run_module, write_ratings
 
 from aejax import variants
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def run(*flags, cache):
-  env = dict(os.environ, AEJAX_DATA_DIR=str(cache), JAX_PLATFORMS="cpu")
-  return subprocess.run(
-    [sys.executable, "-m", "experiments.movielens", *flags],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    env=env,
-    timeout=300,
-    check=False,
-  )
+  return run_module("experiments.movielens", *flags, cache=cache)
 
 
 def test_tiny_run_prints_table_and_writes_workdir(tiny_split, tmp_path):

@@ -4,34 +4,18 @@ them, on tiny synthetic folds with titles."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_module as run
 from conftest import synthetic_rows, write_ratings
 
 from aejax import blend, fit, folds, recommend, variants
 from aejax.data import movielens
 from aejax.runs import FinishedRun
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_ITEMS = 20
-
-
-def run(module, *flags, cache):
-  env = dict(os.environ, AEJAX_DATA_DIR=str(cache), JAX_PLATFORMS="cpu")
-  return subprocess.run(
-    [sys.executable, "-m", module, *flags],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    env=env,
-    timeout=300,
-    check=False,
-  )
 
 
 def test_fold_configs():
