@@ -507,6 +507,11 @@ def validate(config: Config) -> Config:
     0.0 < c.sparsity_target < 1.0,
     f"sparsity_target must lie in (0, 1), not {c.sparsity_target}",
   )
+  _check(
+    0.0 < c.relevance_threshold <= 5.0,
+    "relevance_threshold must lie in (0, 5], the rating scale, not "
+    f"{c.relevance_threshold}",
+  )
   code = c.hidden_sizes[autoencoder.code_index(c.hidden_sizes)]
   _check(
     isinstance(c.k_start, int) and 0 <= c.k_start <= code,
@@ -576,6 +581,11 @@ def _validate_member(c: Config, member: Mapping[str, float]) -> None:
   _check(0.0 <= noise < 1.0, f"noise_rate must lie in [0, 1), not {noise}")
   beta = member["sparsity_weight"]
   _check(beta >= 0.0, f"sparsity_weight must be non-negative, not {beta}")
+  # The KL penalty treats activations as probabilities of firing.
+  _check(
+    beta == 0.0 or c.activation == "sigmoid",
+    f"sparsity_weight > 0 needs activation=sigmoid, not {c.activation}",
+  )
   l2 = member["l2_weight"]
   _check(l2 >= 0.0, f"l2_weight must be non-negative, not {l2}")
   k = member["k"]

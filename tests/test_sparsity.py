@@ -207,3 +207,18 @@ def test_first_scheduled_epoch_trains_with_k_start():
 def test_bad_k_settings_are_named(overrides, message):
   with pytest.raises(ValueError, match=message.replace("[", r"\[")):
     variants.get_config("ksparse", **overrides)
+
+
+@pytest.mark.parametrize(
+  ("overrides", "message"),
+  [
+    ({"activation": "relu"}, "sparsity_weight > 0 needs activation=sigmoid"),
+    ({"sparsity_target": 1.0}, "sparsity_target must lie in (0, 1)"),
+    ({"relevance_threshold": 10.0}, "relevance_threshold must lie in (0, 5]"),
+  ],
+)
+def test_bad_sparse_settings_are_named(overrides, message):
+  pattern = message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+  with pytest.raises(ValueError, match=pattern):
+    variants.get_config("sparse", **overrides)
+  variants.get_config("sparse")
