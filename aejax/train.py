@@ -153,6 +153,7 @@ def build_model(
     output_activation=config.output_activation,
     tied=config.tied,
     init=config.init,
+    kernel_dims=config.kernel_dims,
     rngs=nnx.Rngs(params=key),
   )
 
@@ -420,15 +421,18 @@ def loss_fn(
   """The training objective of one batch and its reconstruction.
 
   ``L = reduce(m * (f(x_tilde) - x)^2) + beta sum_j KL(rho || rho_hat_j)
-  + (B / N) (lambda / 2) sum_W ||W||^2``
+  + (B / N) (lambda / 2) sum_W ||W||^2 + (B / N) (lambda_s / 2) sum K^2``
   where ``x_tilde`` is ``x`` with masking noise (denoising), ``reduce`` is
   the configured normalisation, ``rho_hat_j`` is unit ``j``'s mean code
   activation over the batch's non-empty rows (sparse autoencoders), and
-  the last term is AutoRec's kernel penalty (Sedhain et al., 2015) in
+  the ``lambda`` term is AutoRec's kernel penalty (Sedhain et al., 2015) in
   proportion to the batch's ``B`` non-empty rows out of the ``N`` training
   rows, so that an epoch of ``"sum"`` losses adds up to AutoRec's
-  objective. Each term after the first is compiled in only when some
-  member uses it (``program.use_noise``, ``use_kl``, ``use_l2``).
+  objective. With a local kernel (``kernel_dims > 0``) the ``lambda_s`` term
+  pulls its values ``K`` towards 0 (Muller, Martel and Indiveri, 2018).
+  Each term after the first is compiled in only when some member uses it
+  (``program.use_noise``, ``use_kl``, ``use_l2``) or, for the kernel's,
+  when ``kernel_weight > 0``.
 
   Args:
     params: one member's parameters, in the model's layout.
@@ -469,6 +473,11 @@ def loss_fn(
     ]
     share = mask.any(axis=-1).sum(dtype=jnp.float32) / program.n_rows
     loss = loss + hyper.l2_weight * share * losses.l2_penalty(kernels)
+  if program.config.kernel_weight > 0:
+    model = nnx.merge(program.graphdef, params)
+    share = mask.any(axis=-1).sum(dtype=jnp.float32) / program.n_rows
+    penalty = model.kernel_penalty()
+    loss = loss + program.config.kernel_weight * share * penalty
   return loss, reconstruction
 
 

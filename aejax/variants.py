@@ -72,6 +72,13 @@ class Config:
   # Initial output bias: zeros, or each column's mean training rating, so
   # that training starts from the item-mean predictor (user rows).
   output_bias: str = "zeros"
+  # Dimensions of the learned embeddings of a local kernel that gates
+  # every layer's weights, W * max(0, 1 - ||u_i - v_j||^2) (Muller, Martel
+  # and Indiveri, 2018; GLocal-K, Han et al., 2021); 0 keeps dense layers.
+  kernel_dims: int = 0
+  # Weight lambda_s of the penalty (lambda_s / 2) sum K_ij^2 on the kernel
+  # values, added like the L2 penalty (in proportion to the batch's rows).
+  kernel_weight: float = 0.0
   # Units kept in the code layer by k-sparse selection; 0 keeps all.
   k: int = 0
   # k-sparse schedule (Makhzani and Frey, 2013): training starts by keeping
@@ -461,6 +468,27 @@ def validate(config: Config) -> Config:
   _check(
     not c.tied or autoencoder.can_tie(c.hidden_sizes),
     f"tied weights need mirrored hidden_sizes, not {c.hidden_sizes}",
+  )
+  _check(
+    isinstance(c.kernel_dims, int) and c.kernel_dims >= 0,
+    f"kernel_dims must be a non-negative integer, not {c.kernel_dims!r}",
+  )
+  _check(
+    c.kernel_weight >= 0.0,
+    f"kernel_weight must be non-negative, not {c.kernel_weight}",
+  )
+  _check(
+    c.kernel_weight == 0.0 or c.kernel_dims > 0,
+    f"kernel_weight={c.kernel_weight} needs kernel_dims > 0",
+  )
+  _check(
+    c.kernel_dims == 0 or not c.tied,
+    f"kernel_dims={c.kernel_dims} needs untied weights (tied=False)",
+  )
+  _check(
+    c.kernel_dims == 0 or c.pretrain_epochs == 0,
+    f"kernel_dims={c.kernel_dims} cannot be pretrained layer-wise "
+    f"(pretrain_epochs={c.pretrain_epochs})",
   )
   _check(
     c.init in autoencoder.INITS,

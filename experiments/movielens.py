@@ -71,6 +71,15 @@ _NOISE_RATE = flags.DEFINE_float(
 _L2_WEIGHT = flags.DEFINE_float(
   "l2_weight", None, "AutoRec's lambda: (lambda / 2) ||W||^2 on kernels."
 )
+_KERNEL_DIMS = flags.DEFINE_integer(
+  "kernel_dims",
+  None,
+  "Embedding dimensions of a local kernel gating every layer's weights; "
+  "0 keeps dense layers.",
+)
+_KERNEL_WEIGHT = flags.DEFINE_float(
+  "kernel_weight", None, "lambda_s: (lambda_s / 2) sum K^2 on kernel values."
+)
 _OPTIMIZER = flags.DEFINE_enum(
   "optimizer", None, ["rmsprop", "torch_rmsprop", "adamw"], "Optimizer."
 )
@@ -215,6 +224,8 @@ def config_from_flags(variant: str) -> variants.Config:
     "k": _K.value,
     "noise_rate": _NOISE_RATE.value,
     "l2_weight": _L2_WEIGHT.value,
+    "kernel_dims": _KERNEL_DIMS.value,
+    "kernel_weight": _KERNEL_WEIGHT.value,
     "optimizer": _OPTIMIZER.value,
     "lr_schedule": _LR_SCHEDULE.value,
     "valid_fraction": _VALID_FRACTION.value,

@@ -4,7 +4,9 @@ An ``Autoencoder`` maps a row of ratings ``x`` (zeros where unrated) through
 hidden layers ``h_l = f(W_l h_{l-1} + b_l)`` to a reconstruction of the
 same width, ``x_hat = g(W_L h_{L-1} + b_L)``. The hidden sizes are a list;
 the middle one is the code, where k-sparse selection applies. Encoder and
-decoder weights may be tied (``W_dec = W_enc^T`` layer by layer).
+decoder weights may be tied (``W_dec = W_enc^T`` layer by layer), or every
+layer's weight may be modulated by a learned local kernel
+(``KernelLinear``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,94 @@ def _linear(n_in: int, n_out: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
   raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
 
 
+def local_kernel(
+  in_embedding: jax.Array, out_embedding: jax.Array
+) -> jax.Array:
+  """The finite-support kernel between input and output embeddings.
+
+  ``K_ij = max(0, 1 - ||u_i - v_j||^2)``: 1 where the embeddings meet, 0
+  once they lie a unit apart, so a layer learns which of its connections
+  to cut (Muller, Martel and Indiveri, 2018, "Kernelized Synaptic Weight
+  Matrices").
+
+  Args:
+    in_embedding: ``u``, ``(n_in, d)``, one point per input unit.
+    out_embedding: ``v``, ``(n_out, d)``, one point per output unit.
+
+  Returns:
+    ``K``, ``(n_in, n_out)``.
+  """
+  difference = in_embedding[:, None, :] - out_embedding[None, :, :]
+  return jax.nn.relu(1.0 - jnp.sum(jnp.square(difference), axis=-1))
+
+
+class KernelLinear(nnx.Module):
+  """A dense layer whose weight is gated by a learned local kernel.
+
+  ``y = x (W * K(u, v)) + b`` with ``K`` from ``local_kernel`` and ``*``
+  element-wise, as in Muller, Martel and Indiveri (2018, "Kernelized
+  Synaptic Weight Matrices") and in GLocal-K's local kernel (Han et al.,
+  2021, "GLocal-K: Global and Local Kernels for Recommender Systems").
+  The embeddings start near the origin (normal, scale ``1e-3``), where
+  ``K`` is close to 1 and the layer is close to plain dense.
+
+  Attributes:
+    kernel: ``W``, ``(n_in, n_out)``; named as a dense layer's kernel so
+      that the L2 penalty and weight decay treat it alike.
+    bias: ``b``, ``(n_out,)``.
+    in_embedding: ``u``, ``(n_in, d)``.
+    out_embedding: ``v``, ``(n_out, d)``.
+  """
+
+  def __init__(
+    self,
+    n_in: int,
+    n_out: int,
+    kernel_dims: int,
+    *,
+    dense: nnx.Linear,
+    rngs: nnx.Rngs,
+  ):
+    self.kernel = dense.kernel
+    self.bias = dense.bias
+    scale = 1e-3
+    self.in_embedding = nnx.Param(
+      scale * jax.random.normal(rngs.params(), (n_in, kernel_dims))
+    )
+    self.out_embedding = nnx.Param(
+      scale * jax.random.normal(rngs.params(), (n_out, kernel_dims))
+    )
+
+  def kernel_values(self) -> jax.Array:
+    """``K(u, v)``, the gate of every weight."""
+    return local_kernel(self.in_embedding[...], self.out_embedding[...])
+
+  def effective_kernel(self) -> jax.Array:
+    """``W * K(u, v)``, the weight the layer applies."""
+    return self.kernel[...] * self.kernel_values()
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    bias = self.bias[...]
+    return inputs @ self.effective_kernel() + bias.reshape(
+      (1,) * (inputs.ndim - 1) + (-1,)
+    )
+
+
+def _layer(
+  n_in: int, n_out: int, init: str, kernel_dims: int, rngs: nnx.Rngs
+) -> nnx.Linear | KernelLinear:
+  dense = _linear(n_in, n_out, init, rngs)
+  if kernel_dims == 0:
+    return dense
+  return KernelLinear(n_in, n_out, kernel_dims, dense=dense, rngs=rngs)
+
+
+def _effective_kernel(layer: nnx.Linear | KernelLinear) -> jax.Array:
+  if isinstance(layer, KernelLinear):
+    return layer.effective_kernel()
+  return layer.kernel[...]
+
+
 def code_index(hidden_sizes: Sequence[int]) -> int:
   """Index of the code layer among the hidden layers: the middle one.
 
@@ -106,7 +196,9 @@ class Autoencoder(nnx.Module):
   n_inputs``. Every hidden layer applies ``activation``; the output layer
   applies ``output_activation`` (identity by default, so reconstructions
   are real-valued ratings). The encoder ends at the code layer
-  ``hidden_sizes[code_index(hidden_sizes)]``.
+  ``hidden_sizes[code_index(hidden_sizes)]``. With ``kernel_dims > 0``
+  every layer is a ``KernelLinear`` with embeddings in that many
+  dimensions; 0 keeps plain dense layers.
 
   Args:
     n_inputs: width of a row, the input and output.
@@ -117,11 +209,14 @@ class Autoencoder(nnx.Module):
       biases); needs ``can_tie(hidden_sizes)``.
     init: one of ``INITS``: flax's default, Glorot uniform kernels, or
       PyTorch's ``nn.Linear`` initialisation.
+    kernel_dims: dimensions of each ``KernelLinear``'s embeddings; 0
+      builds plain ``nnx.Linear`` layers.
     rngs: the ``params`` stream draws every weight.
 
   Raises:
     ValueError: no hidden layer, an unknown activation or init, or tied
-      weights with hidden sizes that are not mirrored.
+      weights with hidden sizes that are not mirrored, or a negative
+      ``kernel_dims`` or one with tied weights.
   """
 
   def __init__(
@@ -133,6 +228,7 @@ class Autoencoder(nnx.Module):
     output_activation: str = "identity",
     tied: bool = False,
     init: str = "default",
+    kernel_dims: int = 0,
     rngs: nnx.Rngs,
   ):
     if not hidden_sizes:
@@ -146,6 +242,11 @@ class Autoencoder(nnx.Module):
       raise ValueError(
         f"tied weights need mirrored hidden sizes, not {tuple(hidden_sizes)}"
       )
+    if kernel_dims < 0 or (tied and kernel_dims > 0):
+      raise ValueError(
+        f"kernel_dims must be 0 or positive and untied, not {kernel_dims} "
+        f"with tied={tied}"
+      )
     self.activation = activation
     self.output_activation = output_activation
     self.tied = tied
@@ -153,7 +254,7 @@ class Autoencoder(nnx.Module):
     n_encoder = code_index(hidden_sizes) + 1
     pairs = list(itertools.pairwise(sizes))
     self.encoder = nnx.List(
-      [_linear(a, b, init, rngs) for a, b in pairs[:n_encoder]]
+      [_layer(a, b, init, kernel_dims, rngs) for a, b in pairs[:n_encoder]]
     )
     if tied:
       # Only biases: kernels are the encoder's, transposed, in mirror order.
@@ -165,7 +266,7 @@ class Autoencoder(nnx.Module):
       )
     else:
       self.decoder = nnx.List(
-        [_linear(a, b, init, rngs) for a, b in pairs[n_encoder:]]
+        [_layer(a, b, init, kernel_dims, rngs) for a, b in pairs[n_encoder:]]
       )
 
   def encode(
@@ -229,7 +330,25 @@ class Autoencoder(nnx.Module):
         (kernel, bias[...])
         for kernel, bias in zip(kernels, self.decoder_biases, strict=True)
       ]
-    return [(layer.kernel[...], layer.bias[...]) for layer in self.decoder]
+    return [
+      (_effective_kernel(layer), layer.bias[...]) for layer in self.decoder
+    ]
+
+  def kernel_penalty(self) -> jax.Array:
+    """``1/2 sum_layers sum_ij K_ij^2`` over the kernelised layers.
+
+    The sparsity term of Muller, Martel and Indiveri (2018) and GLocal-K
+    (Han et al., 2021): it pulls kernel values to 0, cutting connections.
+    0 when no layer is kernelised.
+
+    Returns:
+      The scalar penalty, without its weight.
+    """
+    total = jnp.zeros((), jnp.float32)
+    for layer in (*self.encoder, *getattr(self, "decoder", ())):
+      if isinstance(layer, KernelLinear):
+        total = total + 0.5 * jnp.sum(jnp.square(layer.kernel_values()))
+    return total
 
   @property
   def output_bias(self) -> nnx.Param:
