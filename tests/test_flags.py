@@ -58,3 +58,17 @@ def test_split_defaults_to_the_data_sets_protocol(parse):
   assert parse("--variant=autorec", "--dataset=ml-1m").split == "random"
   config = parse("--variant=autorec", "--dataset=ml-1m", "--split=u2")
   assert config.split == "u2"  # refused later, when the data is read
+
+
+def test_local_kernel_flags(parse):
+  config = parse(
+    "--variant=autorec",
+    "--kernel_dims=5",
+    "--kernel_weight=0.006",
+    "--hidden_sizes=500,500",
+  )
+  assert (config.kernel_dims, config.kernel_weight) == (5, 0.006)
+  assert config.hidden_sizes == (500, 500)
+  assert parse("--variant=autorec").kernel_dims == 0
+  with pytest.raises(ValueError, match="needs kernel_dims > 0"):
+    parse("--variant=autorec", "--kernel_weight=0.5")

@@ -121,7 +121,11 @@ def test_parameter_counts(variant):
   config = variants.get_config(variant)
   model = nnx.eval_shape(
     lambda: autoencoder.Autoencoder(
-      1682, config.hidden_sizes, tied=config.tied, rngs=nnx.Rngs(0)
+      1682,
+      config.hidden_sizes,
+      tied=config.tied,
+      kernel_dims=config.kernel_dims,
+      rngs=nnx.Rngs(0),
     )
   )
   _, params = nnx.split(model, nnx.Param)
