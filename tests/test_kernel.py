@@ -155,6 +155,10 @@ def test_loss_adds_the_kernel_penalty():
       {"kernel_dims": 2, "tied": True, "hidden_sizes": (4,)},
       "needs untied weights",
     ),
+    (
+      {"kernel_dims": 2, "hidden_sizes": (4,), "pretrain_epochs": 1},
+      "cannot be pretrained layer-wise",
+    ),
   ],
 )
 def test_bad_kernel_settings_are_named(overrides, message):
