@@ -396,7 +396,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   names = (
-    list(variants.VARIANTS) if _VARIANT.value == "all" else [_VARIANT.value]
+    list(variants.COMPARED) if _VARIANT.value == "all" else [_VARIANT.value]
   )
   try:
     # Before anything touches a device.

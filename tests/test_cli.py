@@ -115,16 +115,17 @@ def test_all_variants_write_a_comparison(tiny_split, tmp_path):
   assert result.returncode == 0, result.stderr
   comparison = json.loads((workdir / "comparison.json").read_text())
   assert [row["variant"] for row in comparison["rows"]] == list(
-    variants.VARIANTS
+    variants.COMPARED
   )
+  assert "autorec" not in variants.COMPARED and "plain" in variants.COMPARED
   assert all(row["seeds"] == 2 for row in comparison["rows"])
-  for name in variants.VARIANTS:
+  for name in variants.COMPARED:
     run_results = json.loads((workdir / name / "results.json").read_text())
     assert run_results["n_members"] == 2
-    row = comparison["rows"][list(variants.VARIANTS).index(name)]
+    row = comparison["rows"][list(variants.COMPARED).index(name)]
     assert row["test_rmse_mean"] == run_results["test_rmse"]
   table = (workdir / "comparison.md").read_text()
-  assert table.count("\n| ") == len(variants.VARIANTS) + 1
+  assert table.count("\n| ") == len(variants.COMPARED) + 1
   assert (workdir / "comparison.png").stat().st_size > 0
   assert re.search(
     r"\| variant +\| setting +\| seeds +\| test RMSE", result.stdout
