@@ -174,8 +174,9 @@ def _pretrain(
   """``pretrain.pretrain`` on this process's default device, its records
   written to ``path`` (none when None), its divergence a
   ``NonFiniteLossError``."""
-  # TODO: pretraining ignores the mesh - every process pretrains all the
-  # members on one device, before the states are placed.
+  # TODO: pretraining ignores the mesh, so every process pretrains all the
+  # members on one device before the states are placed - pretrain the
+  # placed states with the epoch's mesh shardings.
   device_rows = batching.DeviceRows.put(rows)
   if path is not None:
     path.unlink(missing_ok=True)

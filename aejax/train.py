@@ -547,13 +547,14 @@ def train_step(
   return updated, StepMetrics(errors, loss * counted, counted, columns)
 
 
-# XLA:CPU vectorises an element-wise loop along its minor axis, so the
-# optimizer's update of a kernel with a narrow minor axis (1682 x 20) runs
-# several times slower than that of its transpose (20 x 1682).
 # TODO: XLA:CPU gives each updated array (parameter, squared average,
 # gradient sum) its own loop over the data, so a one-row step reads and
 # writes about twice the bytes a single fused pass would - a multi-output
 # update would bring the course epoch near its memory limit.
+
+# XLA:CPU vectorises an element-wise loop along its minor axis, so the
+# optimizer's update of a kernel with a narrow minor axis (1682 x 20) runs
+# several times slower than that of its transpose (20 x 1682).
 _NARROW = 128
 
 
