@@ -67,6 +67,9 @@ def test_notebook_runs_on_cpu_with_tiny_settings(
   assert sweep["n_members"] == 2
   assert [m["k"] for m in sweep["members"]] == [2.0, 4.0]
   assert all(math.isfinite(m["test_rmse"]) for m in sweep["members"])
+  # k is for the validation ratings to choose, and the plot shows them.
+  assert all(math.isfinite(m["valid_rmse"]) for m in sweep["members"])
+  assert sweep["valid_ratings"] > 0
   for name in ("ksparse", "ksparse-sweep"):
     assert (tmp_path / "runs" / name / "learning_curves.png").is_file()
   # The main job's curves, the sweep plot and the sweep's curves.
