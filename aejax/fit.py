@@ -436,6 +436,9 @@ def fit(
     # As counted by the scorer: cold-start ratings included.
     test_ratings=int(final["figures"]["test"]["count"][0]),
     epochs_run=len(records),
+    # Which ratings the run saw, so that a finished run is never read back
+    # with other data (``aejax.runs``).
+    data_fingerprint=fingerprint,
   )
   if writes:
     export.save_selected(workdir, _on_host(selected), scoring)

@@ -17,7 +17,16 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import batching, evaluation, export, fit, report, train, variants
+from aejax import (
+  batching,
+  evaluation,
+  export,
+  fit,
+  report,
+  resume,
+  train,
+  variants,
+)
 from aejax.data import movielens
 from aejax.data.movielens import SplitData
 from aejax.data.ratings import Rows
@@ -95,7 +104,9 @@ class FinishedRun:
 
     Raises:
       FileNotFoundError: the run has no ``selected.npz``.
-      ValueError: the files do not describe a finished run; a
+      ValueError: the files do not describe a finished run, or the ratings
+        read are not those the run was trained on (its ``results.json``
+        holds their fingerprint); a
         ``config.json`` or ``results.json`` that is missing or unreadable
         raises ``aejax.errors.DataError``, a ``ValueError``.
     """
@@ -113,6 +124,13 @@ class FinishedRun:
       drop_first_line=config.drop_first_line,
     )
     data = movielens.with_validation(data, config.valid_fraction, config.seed)
+    trained_on = results.get("data_fingerprint")
+    if trained_on is not None and trained_on != resume.data_fingerprint(data):
+      raise ValueError(
+        f"{workdir} was trained on other ratings than "
+        f"{data_dir or 'the download cache'} holds; pass the --data_dir "
+        "it was trained with"
+      )
     members = variants.members(config)
     rows = Rows.from_ratings(data.train, config.orientation)
     program = train.make_program(

@@ -431,6 +431,8 @@ def main(argv):
     return fail(error, 1)
 
   workdir = pathlib.Path(_WORKDIR.value or default_workdir(first))
+  if workdir.exists() and not workdir.is_dir():
+    return fail(f"--workdir {workdir} is a file, not a folder", 2)
   logging.info("Workdir %s", workdir)
   # With several processes only process 0 writes and reports.
   primary = jax.process_index() == 0

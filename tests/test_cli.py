@@ -102,6 +102,22 @@ def test_empty_validation_set_gives_one_line_and_status_2(tmp_path, tiny_split):
   assert not (workdir / "config.json").exists()
 
 
+def test_workdir_that_is_a_file_gives_one_line_and_status_2(
+  tmp_path, tiny_split
+):
+  path = tmp_path / "results.json"
+  path.write_text("{}")
+  result = run(
+    f"--data_dir={tiny_split}",
+    f"--workdir={path}",
+    cache=tmp_path / "cache",
+  )
+  assert result.returncode == 2
+  assert "is a file, not a folder" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert path.read_text() == "{}"
+
+
 def test_all_variants_write_a_comparison(tiny_split, tmp_path):
   workdir = tmp_path / "all"
   result = run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -204,3 +205,19 @@ def test_blend_of_item_and_user_runs(two_fold_run, tmp_path):
 
   with pytest.raises(ValueError, match="differ in split"):
     blend.blend([workdir / "u1", workdir / "u2"], tmp_path / "x", data_dir)
+
+
+def test_recommend_refuses_other_ratings_than_the_run_saw(
+  two_fold_run, tmp_path
+):
+  data_dir, workdir, *_ = two_fold_run
+  altered = tmp_path / "ml-100k"
+  shutil.copytree(data_dir, altered)
+  base = altered / "u1.base"
+  lines = base.read_text().splitlines()
+  user, item, rating, stamp = lines[0].split("\t")
+  lines[0] = "\t".join([user, item, "1" if rating != "1" else "5", stamp])
+  base.write_text("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match="trained on other ratings"):
+    recommend.recommend(workdir / "u1", 3, top=4, data_dir=altered)
+  recommend.recommend(workdir / "u1", 3, top=4, data_dir=data_dir)
