@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
 
+from aejax import report
 from aejax.evaluation import Scoring
 
 FILE_NAME = "selected.npz"
@@ -41,16 +41,9 @@ def save_selected(
     arrays[_PARAMS + jax.tree_util.keystr(path)] = np.asarray(leaf)
   for name, value in scoring._asdict().items():
     arrays[_SCORING + name] = np.asarray(value)
-  path = pathlib.Path(workdir) / FILE_NAME
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
+  return report.write_atomic(
+    pathlib.Path(workdir) / FILE_NAME, lambda f: np.savez(f, **arrays)
+  )
 
 
 def load_selected(

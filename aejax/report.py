@@ -8,8 +8,8 @@ import math
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any
 
 import numpy as np
 from absl import logging
@@ -207,16 +207,38 @@ def truncate_metrics(
   return kept
 
 
-def _write_text(path: pathlib.Path, text: str) -> None:
+def write_atomic(
+  path: os.PathLike, write: Callable[[IO[bytes]], None]
+) -> pathlib.Path:
+  """Writes ``path`` through ``write(file)`` so that it is whole or absent.
+
+  The bytes go to a hidden file beside ``path``, which then replaces it in
+  one rename: a reader or a killed process never sees half a file. The
+  result is readable by all (0644), as the files of a run are.
+
+  Args:
+    path: the file to write; its folder is created if missing.
+    write: writes the content to the binary file it is given.
+
+  Returns:
+    ``path``.
+  """
+  path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "wb") as f:
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     pathlib.Path(tmp).unlink(missing_ok=True)
     raise
+  return path
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+  write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def sample_std(values: Sequence[float]) -> float:
@@ -277,12 +299,11 @@ def _save_figure(fig, path: os.PathLike) -> None:
   from matplotlib import pyplot as plt
 
   fig.tight_layout()
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    fmt = pathlib.Path(path).suffix.lstrip(".") or "png"
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format=fmt))
+  finally:
+    plt.close(fig)
 
 
 def plot_learning_curves(
@@ -474,9 +495,7 @@ def write_comparison(
   title = (
     f"# Variants on {first.get('dataset', '?')} {first.get('split', '?')}\n\n"
   )
-  tmp = workdir / ".comparison.md.tmp"
-  tmp.write_text(title + table + "\n")
-  os.replace(tmp, workdir / "comparison.md")
+  _write_text(workdir / "comparison.md", title + table + "\n")
   write_json(workdir / "comparison.json", {"rows": rows})
   plot_comparison(rows, curves, workdir / "comparison.png")
   return table
