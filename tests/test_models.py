@@ -31,6 +31,24 @@ def test_top_k_with_traced_k_matches_lax_top_k():
     np.testing.assert_array_equal(mask, expected)
 
 
+def test_top_k_matches_a_stable_sort_on_ties_signs_and_extremes():
+  # Few distinct values, so most rows tie; both zeros, negatives, the
+  # extremes of float32 and infinities (not subnormals, which XLA on CPU
+  # flushes to zero), against numpy's stable sort.
+  rng = np.random.default_rng(0)
+  pool = np.array(
+    [-np.inf, -3.4e38, -2.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 2.0, np.inf],
+    np.float32,
+  )
+  values = pool[rng.integers(0, len(pool), (64, 23))]
+  select = jax.jit(sparsity.top_k_mask)
+  for k in (0, 1, 5, 22, 23, 40):
+    order = np.argsort(-values, axis=-1, kind="stable")
+    expected = np.zeros(values.shape, bool)
+    np.put_along_axis(expected, order[:, :k], True, axis=-1)
+    np.testing.assert_array_equal(select(values, jnp.int32(k)), expected)
+
+
 def test_top_k_code_passes_gradient_only_through_kept_units():
   values = jnp.array([[3.0, -1.0, 2.0, 0.5]])
   np.testing.assert_array_equal(

@@ -23,9 +23,25 @@ def top_k_mask(pre_activations: jax.Array, k: jax.Array | int) -> jax.Array:
   Returns:
     A mask of the same shape.
   """
-  order = jnp.argsort(-pre_activations, axis=-1, stable=True)
-  ranks = jnp.argsort(order, axis=-1, stable=True)
-  return ranks < jnp.asarray(k, ranks.dtype)
+  x = pre_activations
+  # Ranking by an order-preserving unsigned integer key of each value makes
+  # the k-th largest value a radix selection: 32 rounds of counting, each
+  # fixing one bit, in place of a sort (several times slower on CPU). Zero
+  # is made positive first, so that -0.0 and 0.0 tie as floats do.
+  bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)
+  sign = jnp.uint32(1 << 31)
+  key = jnp.where(bits >= sign, ~bits, bits | sign)
+  k = jnp.asarray(k, jnp.int32)
+  # The largest t with at least k keys >= t: the k-th largest key.
+  kth = jnp.zeros((*x.shape[:-1], 1), jnp.uint32)
+  for bit in range(31, -1, -1):
+    trial = kth | jnp.uint32(1 << bit)
+    enough = (key >= trial).sum(axis=-1, keepdims=True) >= k
+    kth = jnp.where(enough, trial, kth)
+  above = key > kth
+  tied = key == kth
+  room = k - above.sum(axis=-1, keepdims=True)
+  return above | (tied & (jnp.cumsum(tied, axis=-1) <= room))
 
 
 def kl_sparsity(
