@@ -1,4 +1,4 @@
-"""A run's checkpoints with orbax: the latest for resuming, the best kept.
+"""A run's checkpoints with orbax: the latest, for resuming.
 
 ``Checkpoints`` wraps one ``orbax.checkpoint.CheckpointManager`` over a
 folder (``<workdir>/checkpoints``). Each checkpoint is a step folder named
@@ -17,18 +17,15 @@ Typed PRNG keys are stored as their raw key data and rewrapped on restore
 with the key implementation of the template, so a restored key draws the
 same numbers as the saved one.
 
-Kept: the ``keep_latest`` newest checkpoints, plus the best one by the
-``best_metric`` passed to ``save`` (lower is better unless
-``best_mode="max"``). A checkpoint saved without a finite ``best_metric``
-never counts as the best. One figure ranks a whole checkpoint, all members
-together; ``aejax.fit`` therefore keeps each member's best parameters
-inside the state it saves, and ranks nothing here.
+Kept: the ``keep_latest`` newest checkpoints. Nothing is ranked here: one
+figure would rank a whole checkpoint, all members together, so
+``aejax.fit`` keeps each member's best parameters inside the state it
+saves.
 """
 
 from __future__ import annotations
 
 import logging as python_logging
-import math
 import os
 import pathlib
 from collections.abc import Mapping
@@ -36,14 +33,11 @@ from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
-from orbax.checkpoint import checkpoint_managers
 
 from aejax import report
 
 _STATE = "state"
 _META = "meta"
-_BEST = "best_metric"
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))
 
 
@@ -74,14 +68,12 @@ class Restored(NamedTuple):
     state: the pytree, shaped, typed and placed like the template.
     metrics: the metrics saved with it.
     info: the caller's extra JSON saved with it.
-    best_metric: the metric it competed with for best, or None.
   """
 
   epoch: int
   state: Any
   metrics: dict[str, Any]
   info: dict[str, Any]
-  best_metric: float | None
 
 
 def _is_key(leaf: Any) -> bool:
@@ -109,55 +101,28 @@ def _rewrap_keys(tree: Any, like: Any) -> Any:
 
 
 class Checkpoints:
-  """Saves and restores a run's state by epoch; keeps the latest and best.
+  """Saves and restores a run's state by epoch; keeps the latest.
 
   Use as a context manager (or call ``close``) so that a save still being
   written when the run stops, normally or by an exception, completes.
   """
 
-  def __init__(
-    self,
-    directory: os.PathLike | str,
-    *,
-    keep_latest: int = 1,
-    best_mode: str = "min",
-  ):
+  def __init__(self, directory: os.PathLike | str, *, keep_latest: int = 1):
     """Opens (or creates) the checkpoint folder ``directory``.
 
     Args:
       directory: the folder; created if missing.
       keep_latest: how many of the newest checkpoints to keep (at least 1).
-      best_mode: ``"min"`` when a lower ``best_metric`` is better, else
-        ``"max"``.
 
     Raises:
-      ValueError: ``keep_latest`` below 1 or an unknown ``best_mode``.
+      ValueError: ``keep_latest`` below 1.
     """
     if keep_latest < 1:
       raise ValueError(f"keep_latest must be at least 1, not {keep_latest}")
-    if best_mode not in ("min", "max"):
-      raise ValueError(f"best_mode must be min or max, not {best_mode!r}")
     _install_filter()
     self.directory = pathlib.Path(directory).absolute()
-    self._sign = 1.0 if best_mode == "min" else -1.0
-    # Sorted ascending by the score, the best checkpoint comes last, as
-    # orbax's BestN keeps the tail; one without a metric scores worst.
-    score = lambda metrics: (
-      -self._sign * metrics[_BEST] if _BEST in metrics else -math.inf
-    )
     options = ocp.CheckpointManagerOptions(
-      best_fn=score,
-      best_mode="max",
-      preservation_policy=checkpoint_managers.AnyPreservationPolicy(
-        [
-          checkpoint_managers.LatestN(n=keep_latest),
-          checkpoint_managers.BestN(
-            get_metric_fn=score,
-            n=1,
-            keep_checkpoints_without_metrics=False,
-          ),
-        ]
-      ),
+      max_to_keep=keep_latest,
       cleanup_tmp_directories=True,
       enable_async_checkpointing=True,
     )
@@ -170,7 +135,6 @@ class Checkpoints:
     epoch: int,
     state: Any,
     metrics: Mapping[str, Any] | None = None,
-    best_metric: float | None = None,
     info: Mapping[str, Any] | None = None,
   ) -> None:
     """Saves ``state`` as the checkpoint of ``epoch``.
@@ -180,8 +144,6 @@ class Checkpoints:
         a later epoch is a newer checkpoint.
       state: a pytree of arrays; typed PRNG keys are allowed.
       metrics: JSON-ready figures of this epoch, returned on restore.
-      best_metric: the figure that ranks checkpoints for ``restore_best``
-        (a validation error, say); None or a non-finite value never ranks.
       info: other JSON-ready facts to keep with the checkpoint.
 
     Raises:
@@ -191,23 +153,8 @@ class Checkpoints:
       raise ValueError(
         f"a checkpoint of epoch {epoch} exists already in {self.directory}"
       )
-    ranked = {}
-    if best_metric is not None:
-      if math.isfinite(best_metric):
-        ranked[_BEST] = float(best_metric)
-      else:
-        logging.warning(
-          "Epoch %d: best_metric %s is not finite; not ranked",
-          epoch,
-          best_metric,
-        )
     meta = report.jsonable(
-      {
-        "epoch": epoch,
-        "metrics": dict(metrics or {}),
-        "info": dict(info or {}),
-        _BEST: ranked.get(_BEST),
-      }
+      {"epoch": epoch, "metrics": dict(metrics or {}), "info": dict(info or {})}
     )
     self._manager.save(
       epoch,
@@ -217,7 +164,6 @@ class Checkpoints:
           _META: ocp.args.JsonSave(meta),
         }
       ),
-      metrics=ranked,
       force=True,
     )
 
@@ -236,18 +182,6 @@ class Checkpoints:
       The latest epoch, or None.
     """
     return self._manager.latest_step()
-
-  def best_epoch(self) -> int | None:
-    """The epoch of the best-ranked checkpoint, or None when none ranks.
-
-    Returns:
-      The epoch whose saved ``best_metric`` ranks best, or None when no
-      checkpoint on disk holds a finite one.
-    """
-    step = self._manager.best_step()
-    if step is None or _BEST not in (self._manager.metrics(step) or {}):
-      return None
-    return step
 
   def restore(self, epoch: int, like: Any) -> Restored:
     """The checkpoint of ``epoch``, restored into the shape of ``like``.
@@ -285,7 +219,6 @@ class Checkpoints:
       state=_rewrap_keys(restored[_STATE], like),
       metrics=meta.get("metrics", {}),
       info=meta.get("info", {}),
-      best_metric=meta.get(_BEST),
     )
 
   def info(self, epoch: int) -> dict[str, Any]:
@@ -321,18 +254,6 @@ class Checkpoints:
       The restored checkpoint of ``latest_epoch``, or None.
     """
     epoch = self.latest_epoch()
-    return None if epoch is None else self.restore(epoch, like)
-
-  def restore_best(self, like: Any) -> Restored | None:
-    """The best-ranked checkpoint (see ``restore``), or None.
-
-    Args:
-      like: the template of the restored state (see ``restore``).
-
-    Returns:
-      The restored checkpoint of ``best_epoch``, or None.
-    """
-    epoch = self.best_epoch()
     return None if epoch is None else self.restore(epoch, like)
 
   def wait(self) -> None:

@@ -1,4 +1,4 @@
-"""Checkpoints: exact round trips, typed keys, latest and best kept."""
+"""Checkpoints: exact round trips, typed keys, the latest kept."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_round_trip_is_exact_and_keys_draw_the_same(tmp_path):
     "test_rmse": [pytest.approx(0.9), pytest.approx(1.1)],
     "bad": None,
   }
-  assert restored.info == {"data": "abc"} and restored.best_metric is None
+  assert restored.info == {"data": "abc"}
   assert_same_tree(restored.state, states)
   # The rewrapped keys are keys again and draw exactly what the saved ones
   # drew.
@@ -78,45 +78,23 @@ def test_restore_takes_values_from_disk_not_from_the_template(tmp_path):
   assert_same_tree(restored.state, shifted(states, 1.0))
 
 
-def test_latest_and_best_are_kept_the_rest_deleted(tmp_path):
+def test_the_latest_are_kept_the_rest_deleted(tmp_path):
   states = member_states()
-  ranks = {1: 0.5, 2: 0.3, 3: None, 4: 0.4, 5: float("nan"), 6: 0.35}
   with checkpoint.Checkpoints(tmp_path / "ck") as checkpoints:
     assert checkpoints.latest_epoch() is None
-    assert checkpoints.best_epoch() is None
-    assert checkpoints.restore_best(states) is None
-    for epoch, rank in ranks.items():
-      checkpoints.save(epoch, shifted(states, epoch), best_metric=rank)
+    assert checkpoints.restore_latest(states) is None
+    for epoch in range(1, 5):
+      checkpoints.save(epoch, shifted(states, epoch))
     checkpoints.wait()
-    assert checkpoints.epochs() == [2, 6]
-    assert checkpoints.latest_epoch() == 6
-    assert checkpoints.best_epoch() == 2
-    best = checkpoints.restore_best(states)
-  assert best.epoch == 2 and best.best_metric == 0.3
-  assert_same_tree(best.state, shifted(states, 2))
-
-
-def test_best_mode_max_and_keep_latest(tmp_path):
-  states = member_states()
-  directory = tmp_path / "ck"
-  with checkpoint.Checkpoints(
-    directory, keep_latest=2, best_mode="max"
-  ) as checkpoints:
-    for epoch, rank in enumerate([0.1, 0.9, 0.2, 0.3, 0.4], 1):
-      checkpoints.save(epoch, states, best_metric=rank)
+    assert checkpoints.epochs() == [4]
+    latest = checkpoints.restore_latest(states)
+  assert latest.epoch == 4
+  assert_same_tree(latest.state, shifted(states, 4))
+  with checkpoint.Checkpoints(tmp_path / "ck2", keep_latest=2) as checkpoints:
+    for epoch in range(1, 6):
+      checkpoints.save(epoch, states)
     checkpoints.wait()
-    assert checkpoints.epochs() == [2, 4, 5]
-    assert checkpoints.best_epoch() == 2
-
-
-def test_no_ranked_checkpoint_means_no_best(tmp_path):
-  states = member_states()
-  with checkpoint.Checkpoints(tmp_path / "ck") as checkpoints:
-    checkpoints.save(1, states)
-    checkpoints.save(2, states, best_metric=float("inf"))
-    checkpoints.wait()
-    assert checkpoints.epochs() == [2]
-    assert checkpoints.best_epoch() is None
+    assert checkpoints.epochs() == [4, 5]
 
 
 def test_an_epoch_is_saved_once(tmp_path):
@@ -146,7 +124,7 @@ def test_unfinished_save_is_ignored_and_cleaned(tmp_path):
 
 @pytest.mark.parametrize(
   ("kwargs", "message"),
-  [({"keep_latest": 0}, "keep_latest"), ({"best_mode": "low"}, "best_mode")],
+  [({"keep_latest": 0}, "keep_latest"), ({"keep_latest": -3}, "keep_latest")],
 )
 def test_bad_options(tmp_path, kwargs, message):
   with pytest.raises(ValueError, match=message):
