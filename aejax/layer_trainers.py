@@ -170,15 +170,13 @@ def denoising_trainer(
     model = train.build_model(layer_config, n_in, init_key)
     if output_bias is not None:
       model.output_bias[...] = jnp.asarray(output_bias, jnp.float32)
-    _, params = nnx.split(model, nnx.Param)
-    opt_state = optim.init_member_state(
+    return train.new_state(
+      model,
       layer_program.optimizer,
-      params,
       learning_rate=config.pretrain_learning_rate,
       weight_decay=weight_decay,
-    )
-    return train.TrainState(
-      params, opt_state, jnp.zeros((), jnp.int32), noise_key, shuffle_key
+      noise_key=noise_key,
+      shuffle_key=shuffle_key,
     )
 
   def step(state, values, mask, noise_key):
@@ -251,15 +249,13 @@ def rbm_trainer(
       visible_bias=bias,
       rngs=nnx.Rngs(params=init_key),
     )
-    _, params = nnx.split(model, nnx.Param)
-    opt_state = optim.init_member_state(
+    return train.new_state(
+      model,
       optimizer,
-      params,
       learning_rate=config.pretrain_learning_rate,
       weight_decay=weight_decay,
-    )
-    return train.TrainState(
-      params, opt_state, jnp.zeros((), jnp.int32), noise_key, shuffle_key
+      noise_key=noise_key,
+      shuffle_key=shuffle_key,
     )
 
   def step(state, values, mask, noise_key):

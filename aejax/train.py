@@ -228,6 +228,40 @@ def member_keys(seed_key: jax.Array) -> dict[str, jax.Array]:
   return {"init": init_key, "noise": noise_key, "shuffle": shuffle_key}
 
 
+def new_state(
+  model: nnx.Module,
+  optimizer: optax.GradientTransformation,
+  *,
+  learning_rate: jax.Array | float,
+  weight_decay: jax.Array | float,
+  noise_key: jax.Array,
+  shuffle_key: jax.Array,
+) -> TrainState:
+  """A member's state before its first step: ``model``'s parameters, a
+  fresh optimizer state carrying the member's learning rate and weight
+  decay (``optim.init_member_state``), step 0 and the member's keys.
+
+  Args:
+    model: the initialised network (an autoencoder, or an RBM when
+      pretraining).
+    optimizer: the run's optimizer.
+    learning_rate: the member's learning rate.
+    weight_decay: the member's weight decay.
+    noise_key: the member's corruption-noise key.
+    shuffle_key: the member's row-order key.
+
+  Returns:
+    The ``TrainState``.
+  """
+  _, params = nnx.split(model, nnx.Param)
+  opt_state = optim.init_member_state(
+    optimizer, params, learning_rate=learning_rate, weight_decay=weight_decay
+  )
+  return TrainState(
+    params, opt_state, jnp.zeros((), jnp.int32), noise_key, shuffle_key
+  )
+
+
 def init_members(
   program: Program,
   members: Sequence[dict[str, float]],
@@ -257,19 +291,13 @@ def init_members(
     model = build_model(config, n_columns, keys["init"])
     if output_bias is not None:
       model.output_bias[...] = jnp.asarray(output_bias, jnp.float32)
-    _, params = nnx.split(model, nnx.Param)
-    opt_state = optim.init_member_state(
+    return new_state(
+      model,
       program.optimizer,
-      params,
       learning_rate=learning_rate,
       weight_decay=weight_decay,
-    )
-    return TrainState(
-      params,
-      opt_state,
-      jnp.zeros((), jnp.int32),
-      keys["noise"],
-      keys["shuffle"],
+      noise_key=keys["noise"],
+      shuffle_key=keys["shuffle"],
     )
 
   seed_keys = jnp.stack([jax.random.key(int(m["seed"])) for m in members])
