@@ -3,41 +3,28 @@ workdir written by process 0 and resumed by both."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_module
 
 
 @pytest.mark.slow
 def test_two_processes_match_each_other_and_one_process(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.distributed_cpu",
-      "--processes=2",
-      "--local_devices=2",
-      "--epochs=2",
-      "--seeds=2",
-      "--users=64",
-      "--items=40",
-      "--ratings=900",
-      "--hidden_sizes=8",
-      "--batch_size=16",
-      "--timeout=240",
-      f"--workdir={tmp_path}",
-    ],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    timeout=300,
-    check=False,
+  result = run_module(
+    "experiments.distributed_cpu",
+    "--processes=2",
+    "--local_devices=2",
+    "--epochs=2",
+    "--seeds=2",
+    "--users=64",
+    "--items=40",
+    "--ratings=900",
+    "--hidden_sizes=8",
+    "--batch_size=16",
+    "--timeout=240",
+    f"--workdir={tmp_path}",
+    cache=tmp_path / "cache",
   )
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]
   out = result.stdout

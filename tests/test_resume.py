@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import synthetic_rows, write_ratings
+from conftest import run_module, synthetic_rows, write_ratings
 
 from aejax import checkpoint, fit, report, resume, train, variants
 from aejax.data import movielens
@@ -268,15 +268,7 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(
     saved = checkpoints.latest_epoch()
   assert 5 <= saved <= killed_at < 60
 
-  rerun = subprocess.run(
-    command,
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
+  rerun = run_module(*command[2:], cache=tmp_path / "cache")
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   assert f"Resuming after epoch {saved} " in rerun.stderr
 
